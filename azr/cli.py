@@ -1,0 +1,76 @@
+"""The `azr` command line: one entry point, one subcommand module per concept.
+
+Each subcommand module exposes ``register(subparsers)`` that adds its parser and sets
+``func`` to a callable taking the parsed args and returning an exit code. Modules import their
+heavy dependencies (Ray, torch, vLLM) inside that callable so `azr --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+
+from azr.config import ConfigError, dump_config, load_config
+
+# Subcommand modules beyond `config` and `version`, registered in this order.
+SUBCOMMAND_MODULES = ["executor_pool.cli", "azr.train_cli"]
+
+
+def azr_version() -> str:
+    try:
+        return package_version("azr")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    sys.stdout.write(dump_config(config))
+    return 0
+
+
+def _version(args: argparse.Namespace) -> int:
+    print(f"azr {azr_version()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="azr", description="Absolute Zero self-play reinforcement learning on Ray."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    config = sub.add_parser("config", help="inspect configs")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = config_sub.add_parser("show", help="print the resolved config as YAML")
+    show.add_argument("--config", help="YAML config file (default: configs/tiny.yaml)")
+    show.add_argument("overrides", nargs="*", metavar="section.key=value")
+    show.set_defaults(func=_config_show)
+
+    sub.add_parser("version", help="print the azr version").set_defaults(func=_version)
+
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a real import error inside an existing module
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"azr: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

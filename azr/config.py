@@ -1,0 +1,366 @@
+"""The one typed config tree of azr.
+
+Loaded from YAML (``configs/*.yaml``), overridden with ``section.key=value`` arguments, validated
+at load (a bad key or value names its dotted path) and dumped as YAML beside every run. The field
+docstrings below are the reference documentation of every setting; defaults are the paper's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "tiny.yaml"
+
+# AZR_SPEC "Validating a proposal": the modules banned on the AST (task quality, not security).
+DEFAULT_BANNED_MODULES = [
+    "random", "secrets", "time", "datetime", "calendar", "os", "sys", "subprocess",
+    "multiprocessing", "threading", "asyncio", "concurrent", "socket", "ssl", "http", "urllib",
+    "shutil", "pathlib", "tempfile", "signal", "ctypes", "importlib", "builtins", "gc", "logging",
+    "hashlib", "hmac", "uuid", "pickle", "marshal", "sqlite3", "resource", "io", "faulthandler",
+    "inspect", "code", "codeop", "pty", "fcntl", "mmap", "select", "selectors", "atexit",
+]  # fmt: skip
+DEFAULT_BANNED_BUILTINS = [
+    "__import__", "eval", "exec", "compile", "open", "input", "breakpoint", "globals", "locals",
+    "vars", "getattr", "setattr", "delattr", "memoryview", "help", "exit", "quit",
+]  # fmt: skip
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, docstrings are descriptions."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class TinyModelConfig(Section):
+    """Shape of the embedded `tiny` model (Qwen2 architecture, random init, then warm-started)."""
+
+    vocab_size: int = Field(3072, ge=300)
+    """Byte-level BPE vocabulary size of the tokenizer trained offline on CRUXEval programs."""
+    hidden_size: int = Field(192, ge=16)
+    """Transformer width."""
+    num_layers: int = Field(3, ge=1)
+    """Number of decoder layers."""
+    num_heads: int = Field(6, ge=1)
+    """Attention heads."""
+    num_kv_heads: int = Field(2, ge=1)
+    """Key/value heads (grouped-query attention, as in Qwen2.5)."""
+    intermediate_size: int = Field(512, ge=16)
+    """MLP width."""
+    max_position_embeddings: int = Field(2048, ge=128)
+    """Longest sequence (prompt + response) the model supports."""
+    seed: int = 0
+    """Seed of the random initialisation and of the tokenizer corpus shuffle."""
+    warm_start_steps: int = Field(300, ge=0)
+    """Supervised warm-start steps on well-formed AZR responses (0 disables the warm start)."""
+    warm_start_lr: float = Field(3e-3, gt=0)
+    """Learning rate of the warm start."""
+    warm_start_batch_size: int = Field(16, ge=1)
+    """Sequences per warm-start step."""
+    data_path: str | None = None
+    """CRUXEval JSONL for the tokenizer corpus and the warm start (relative = to the repo root);
+    None = ../shared/data/cruxeval.jsonl beside the repo."""
+    warm_start_max_seconds: float = Field(150.0, gt=0)
+    """Wall-clock cap of the warm start (it stops early, keeping what it learned)."""
+
+
+class ModelConfig(Section):
+    """Which policy model to train."""
+
+    path: str | None = None
+    """Local Hugging Face checkpoint directory (e.g. Qwen2.5-7B-Coder). None builds the tiny model."""
+    cache_dir: str = ".scratch/models"
+    """Where the tiny model (tokenizer, weights, warm start) is built and cached."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    """Parameter dtype of the rollout engine; the learner keeps fp32 master weights."""
+    tiny: TinyModelConfig = TinyModelConfig()
+    """Settings of the embedded tiny model (used only when `path` is None)."""
+
+
+class SamplingConfig(Section):
+    """Explicit sampling parameters of one kind of generation (nothing is left to engine defaults)."""
+
+    n: int = Field(1, ge=1)
+    """Completions per prompt."""
+    temperature: float = Field(1.0, ge=0.0)
+    """Sampling temperature (0 = greedy)."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling mass."""
+    max_tokens: int = Field(1024, ge=1)
+    """Longest response in tokens."""
+    seed: int | None = None
+    """Per-request seed; None derives one from the run seed and the step."""
+
+
+class RolloutConfig(Section):
+    """vLLM rollout actors (proposer and solver are the same engine)."""
+
+    num_actors: int = Field(1, ge=1)
+    """M: rollout actors, each hosting one engine."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where engines run; auto = cuda when a GPU is visible, else the vLLM CPU build."""
+    tensor_parallel_size: int = Field(1, ge=1)
+    """GPUs per engine (GPU only)."""
+    gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
+    """Fraction of GPU memory vLLM may take (GPU only)."""
+    kv_cache_memory_bytes: int = Field(1 << 30, ge=1 << 20)
+    """Explicit KV-cache size on CPU (without it vLLM's CPU build reserves ~10 GiB)."""
+    cpu_threads: int = Field(1, ge=1)
+    """Torch/OpenMP threads pinned per CPU rollout actor."""
+    max_model_len: int = Field(4096, ge=128)
+    """Longest prompt + response the engine accepts."""
+    enforce_eager: bool = True
+    """Disable CUDA graphs / compilation (required on the CPU build; faster start-up)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Engine parameter dtype; auto = the checkpoint's (the tiny model is float32)."""
+    seed: int = 0
+    """Engine seed (requests without their own seed draw from it)."""
+    propose: SamplingConfig = SamplingConfig(temperature=1.0, max_tokens=1024)
+    """Sampling of proposer generations."""
+    solve: SamplingConfig = SamplingConfig(temperature=1.0, max_tokens=1024)
+    """Sampling of solver generations, Monte-Carlo samples included (temperature 1.0 per AZR_SPEC)."""
+    eval: SamplingConfig = SamplingConfig(temperature=0.0, max_tokens=1024)
+    """Sampling of the CRUXEval evaluation (greedy)."""
+
+
+class ExecutorConfig(Section):
+    """The sandboxed Python executor pool: validation of proposals and scoring of answers."""
+
+    backend: Literal["process", "docker"] = "process"
+    """process: warm fork-server with namespaces/rlimits on the host; docker: one container each."""
+    per_node: int = Field(1, ge=1)
+    """Executor actors placed on every node that offers `resource`."""
+    slots: int = Field(2, ge=1)
+    """Programs one executor runs in parallel."""
+    resource: str | None = None
+    """Ray custom resource marking executor nodes (e.g. "executor"); None = every alive node."""
+    timeout_s: float = Field(10.0, gt=0)
+    """Wall-clock limit of one program run."""
+    memory_mb: int = Field(1024, ge=64)
+    """Address-space (process) or container memory (docker) limit per program run / executor."""
+    max_output_chars: int = Field(4000, ge=16)
+    """Longest canonical output repr; larger outputs make a proposal invalid (never truncated)."""
+    max_input_chars: int = Field(4000, ge=16)
+    """Longest input / literal answer text accepted before parsing."""
+    max_program_chars: int = Field(20000, ge=64)
+    """Longest program source accepted before parsing."""
+    banned_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_BANNED_MODULES))
+    """Modules a program may not import (checked on the AST, dotted imports included)."""
+    banned_builtins: list[str] = Field(default_factory=lambda: list(DEFAULT_BANNED_BUILTINS))
+    """Builtins a program may not name or call."""
+    docker_image: str = "azr-executor:test"
+    """Image of the docker backend (deploy/docker/executor.Dockerfile on clusters)."""
+    docker_cpus: float = Field(1.0, gt=0)
+    """--cpus of each executor container."""
+    docker_pids_limit: int = Field(64, ge=8)
+    """--pids-limit of each executor container."""
+    max_retries: int = Field(3, ge=0)
+    """Times a batch is re-run after its executor or sandbox died."""
+    chunk_size: int = Field(32, ge=1)
+    """Requests per chunk the pool sends to one executor actor."""
+    max_chunks_in_flight: int = Field(4, ge=1)
+    """Chunks in flight per executor actor (backpressure)."""
+
+
+class BufferConfig(Section):
+    """The three durable task buffers (the curriculum)."""
+
+    dir: str | None = None
+    """Store directory; None = `<run dir>/buffer`."""
+    max_size: int | None = Field(None, ge=1)
+    """Entries kept per buffer; the oldest are evicted beyond it. None = unbounded."""
+    seed_size: int = Field(256, ge=0)
+    """Seeding phase: propose with the untrained model until each buffer holds this many tasks (0 = skip)."""
+    seed_max_rounds: int = Field(20, ge=1)
+    """Upper bound on seeding rounds, so a model that never proposes valid tasks cannot hang the run."""
+
+
+class LearnerConfig(Section):
+    """The FSDP2 learner group and the Task-Relative REINFORCE++ update."""
+
+    num_workers: int = Field(1, ge=1)
+    """W: learner workers (one per GPU; CPU processes over gloo here)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto = cuda (NCCL, bf16 mixed precision) when a GPU is visible, else cpu (gloo, fp32)."""
+    lr: float = Field(1e-6, gt=0)
+    """AdamW learning rate."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    grad_clip: float = Field(1.0, gt=0)
+    """Global gradient-norm clip."""
+    clip_ratio: float = Field(0.2, gt=0, lt=1)
+    """PPO-style clip of the importance ratio (both sides)."""
+    advantage_eps: float = Field(1e-6, gt=0)
+    """ε in A = (r − mean_g) / (std_g + ε)."""
+    micro_batch_tokens: int = Field(8192, ge=64)
+    """Token budget of one micro-batch (gradient accumulation splits the batch by it)."""
+    sync_bucket_mb: int = Field(64, ge=1)
+    """Size of one weight-sync bucket streamed to the rollout actors."""
+    gpus_per_worker: float = Field(1.0, ge=0)
+    """GPUs requested per worker on GPU clusters."""
+    cpus_per_worker: int = Field(1, ge=1)
+    """Ray CPUs reserved per worker; on CPU also its torch thread count."""
+    init_timeout_s: float = Field(300.0, gt=0)
+    """Longest wait for the workers to start and join the process group before failing."""
+
+
+class SelfPlayConfig(Section):
+    """The AZR step: proposals, Monte-Carlo estimation, solving."""
+
+    steps: int = Field(100, ge=0)
+    """Self-play steps to run."""
+    batch_size: int = Field(64, ge=1)
+    """B: samples per (task type × role) per step."""
+    num_references: int = Field(6, ge=0)
+    """K: reference triplets shown to deduction/abduction proposers."""
+    induction_inputs: int = Field(10, ge=2)
+    """N: inputs an induction proposer writes; half are shown, half are hidden tests."""
+    mc_samples: int = Field(8, ge=2)
+    """n: Monte-Carlo solver samples per valid proposal (learnability estimate)."""
+    solve_weight: float = Field(1.0, ge=0)
+    """λ in r_propose + λ · r_solve."""
+    learnability_rule: Literal["paper", "reference"] = "paper"
+    """paper: r_propose = 0 at solve rate 0 or 1; reference: −0.5 there (the reference code's variant)."""
+    induction_scoring: Literal["binary", "fraction"] = "binary"
+    """binary: 1 only if every hidden pair passes; fraction: the share of hidden pairs passed."""
+    task_types: list[Literal["deduction", "abduction", "induction"]] = Field(
+        default_factory=lambda: ["deduction", "abduction", "induction"]
+    )
+    """Task types trained (ablations drop one)."""
+    mode: Literal["sync", "async"] = "sync"
+    """sync = the paper's algorithm; async overlaps generation of step t+1 with the update of step t."""
+    max_staleness: int = Field(1, ge=0)
+    """η: in async mode, samples more than η policy versions old are not admitted."""
+    eval_every: int = Field(10, ge=0)
+    """Run the greedy CRUXEval-I/O check every this many steps (0 = never)."""
+    eval_size: int = Field(64, ge=1)
+    """Triplets of the CRUXEval subset used by the check."""
+    eval_data: str = "../shared/data/cruxeval.jsonl"
+    """CRUXEval JSONL file (program, input, output)."""
+
+
+class MetricsConfig(Section):
+    """Observability."""
+
+    enabled: bool = True
+    """Record metrics with ray.util.metrics (exported by Ray's per-node agent to Prometheus)."""
+    log_file: str = "metrics.jsonl"
+    """Per-step metrics JSONL, relative to the run directory."""
+
+
+class CheckpointConfig(Section):
+    """Checkpoints: learner weights (HF format), optimizer, buffers, RNG states, step, config."""
+
+    every: int = Field(10, ge=0)
+    """Checkpoint every this many steps (0 = only at the end and on Ctrl-C)."""
+    keep_last: int = Field(3, ge=1)
+    """Checkpoints kept on disk."""
+
+
+class AZRConfig(Section):
+    """The whole run."""
+
+    run_name: str = "azr"
+    """Name of the run; the run directory is `<output_dir>/<run_name>`."""
+    output_dir: str = "runs"
+    """Where run directories (checkpoints, buffers, metrics, resolved config) go."""
+    seed: int = 0
+    """Master seed (sampling, buffer sampling, learner init)."""
+    ray_address: str | None = None
+    """Ray cluster to join; None = the job's cluster if inside one, else start a local one."""
+    model: ModelConfig = ModelConfig()
+    """The policy model."""
+    rollout: RolloutConfig = RolloutConfig()
+    """Generation: vLLM rollout actors and sampling parameters."""
+    executor: ExecutorConfig = ExecutorConfig()
+    """The sandboxed executor pool."""
+    buffer: BufferConfig = BufferConfig()
+    """The durable task buffers."""
+    learner: LearnerConfig = LearnerConfig()
+    """The FSDP2 learner group and the update."""
+    selfplay: SelfPlayConfig = SelfPlayConfig()
+    """The self-play step and its schedule."""
+    metrics: MetricsConfig = MetricsConfig()
+    """Metrics export and logging."""
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    """Checkpointing."""
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> AZRConfig:
+        if self.selfplay.num_references > 0 and self.selfplay.batch_size < 1:
+            raise ValueError("selfplay.batch_size must be positive")
+        if self.selfplay.induction_inputs % 2:
+            raise ValueError("selfplay.induction_inputs must be even (half shown, half hidden)")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.run_name
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the dotted field path."""
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for i, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(keys[: i + 1])}: is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"learner.lr=3e-6"`` → ``("learner.lr", 3e-6)``; values are YAML scalars/lists."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key.strip()}: value {raw!r} is not valid YAML ({exc})") from None
+    return key.strip(), value
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key")
+        else:
+            lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> AZRConfig:
+    """Load a YAML config (default: configs/tiny.yaml), apply overrides, validate."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for text in overrides or []:
+        _set_dotted(tree, *parse_override(text))
+    try:
+        return AZRConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+
+
+def dump_config(config: AZRConfig) -> str:
+    """The resolved config as YAML (loadable again by `load_config`)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,242 @@
+"""The policy checkpoint: a local Hugging Face directory, or the embedded `tiny` model built on demand.
+
+`ensure_model(config)` is the one entry point. With ``config.path`` set it validates and returns
+that directory (no hub access, ever). Otherwise it builds the tiny model into
+``config.cache_dir``: a byte-level BPE tokenizer trained offline on CRUXEval programs plus
+generated AZR-format text, a randomly initialised Qwen2-architecture model (fixed seed), a chat
+template, then the supervised warm start of `azr.warm_start`. Every stage is cached under a
+directory named by a hash of everything that determines it, so a change of settings, data or
+prompt text builds a new model and an unchanged one is reused; a file lock makes concurrent
+callers (several Ray actors, several test processes) build it once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from azr.config import ModelConfig, TinyModelConfig
+
+log = logging.getLogger(__name__)
+
+# Bump when the build recipe changes in a way the settings hash cannot see.
+TINY_RECIPE_VERSION = 1
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CRUXEVAL = REPO_ROOT.parent / "shared" / "data" / "cruxeval.jsonl"
+
+PAD_TOKEN = "<|endoftext|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+SPECIAL_TOKENS = [PAD_TOKEN, IM_START, IM_END]
+# Qwen2.5's chat layout, so prompts look the same for the tiny model and a real checkpoint.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+_COMPLETE_MARKER = ".azr-complete"
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+class ModelDirError(ValueError):
+    """A configured checkpoint directory is missing or is not a usable HF checkpoint."""
+
+
+def ensure_model(config: ModelConfig) -> Path:
+    """Return a local HF checkpoint directory for `config`, building the tiny model if needed.
+
+    ``config.path`` set: validated (config.json and tokenizer files present) and returned.
+    Otherwise: the tiny model (tokenizer + random Qwen2 + warm start) cached under
+    ``config.cache_dir``; built once per distinct set of inputs, concurrency-safe.
+    """
+    if config.path is not None:
+        return validate_model_dir(Path(config.path))
+    base = build_tiny_base(config.tiny, Path(config.cache_dir))
+    if config.tiny.warm_start_steps == 0:
+        return base
+    # Imported here: the warm start pulls in the prompt builders and the training loop.
+    from azr.warm_start import ensure_warm_started
+
+    return ensure_warm_started(base, config.tiny, Path(config.cache_dir))
+
+
+def validate_model_dir(path: Path) -> Path:
+    """Check that `path` is a local HF checkpoint with weights config and a tokenizer."""
+    path = path.expanduser().resolve()
+    if not path.is_dir():
+        raise ModelDirError(f"model.path {str(path)!r} is not a directory (no hub access at run time)")
+    if not (path / "config.json").is_file():
+        raise ModelDirError(f"model.path {str(path)!r} has no config.json")
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        raise ModelDirError(
+            f"model.path {str(path)!r} has no tokenizer (expected one of {_TOKENIZER_FILES})"
+        )
+    return path
+
+
+def cruxeval_path(tiny: TinyModelConfig) -> Path:
+    """The CRUXEval JSONL the tokenizer corpus and the warm start are built from."""
+    if tiny.data_path is None:
+        return DEFAULT_CRUXEVAL
+    path = Path(tiny.data_path).expanduser()
+    return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+
+
+def load_cruxeval(path: Path) -> list[dict[str, str]]:
+    """Read CRUXEval records ({"code", "input", "output", "id"}); a bad line names its number."""
+    records = []
+    with path.open() as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not JSON ({exc})") from None
+            missing = {"code", "input", "output", "id"} - set(record)
+            if missing:
+                raise ValueError(f"{path}:{number}: missing fields {sorted(missing)}")
+            records.append({k: str(record[k]) for k in ("code", "input", "output", "id")})
+    return records
+
+
+def tokenizer_corpus(tiny: TinyModelConfig) -> list[str]:
+    """Texts the tokenizer is trained on: CRUXEval programs/IO plus generated AZR responses.
+
+    The AZR part comes from `azr.warm_start.corpus_texts` (prompt builders and response renderer),
+    so prompt wording and response markup become short token sequences.
+    """
+    from azr.warm_start import corpus_texts
+
+    records = load_cruxeval(cruxeval_path(tiny))
+    texts = [r["code"] for r in records] + [f"f({r['input']}) == {r['output']}" for r in records]
+    return texts + corpus_texts(records, seed=tiny.seed)
+
+
+def _digest(*parts: object) -> str:
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(json.dumps(part, sort_keys=True, default=str).encode())
+        hasher.update(b"\0")
+    return hasher.hexdigest()[:16]
+
+
+def _shape_settings(tiny: TinyModelConfig) -> dict[str, object]:
+    # Warm-start settings are not part of the base model's identity.
+    return tiny.model_dump(exclude={"warm_start_steps", "warm_start_lr", "warm_start_batch_size"})
+
+
+@contextmanager
+def build_lock(cache_dir: Path, key: str) -> Iterator[None]:
+    """An exclusive inter-process lock for building the artefact named `key`."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with (cache_dir / f".{key}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def is_complete(path: Path) -> bool:
+    """Whether `path` is a finished build (written last, after an atomic rename)."""
+    return (path / _COMPLETE_MARKER).is_file()
+
+
+def publish(staging: Path, final: Path) -> Path:
+    """Mark a staging directory complete and move it into place atomically."""
+    (staging / _COMPLETE_MARKER).write_text("ok\n")
+    if final.exists():  # an incomplete leftover of a crashed build
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    return final
+
+
+def build_tiny_base(tiny: TinyModelConfig, cache_dir: Path) -> Path:
+    """Build (or reuse) the randomly initialised tiny model and its tokenizer."""
+    corpus = tokenizer_corpus(tiny)
+    key = "tiny-base-" + _digest(TINY_RECIPE_VERSION, _shape_settings(tiny), corpus)
+    final = cache_dir / key
+    if is_complete(final):
+        return final
+    with build_lock(cache_dir, key):
+        if is_complete(final):  # another process built it while we waited
+            return final
+        log.info("building tiny model %s", final)
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir))
+        try:
+            tokenizer = train_tokenizer(corpus, tiny)
+            tokenizer.save_pretrained(staging)
+            init_tiny_model(tiny, tokenizer).save_pretrained(staging, safe_serialization=True)
+            return publish(staging, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def train_tokenizer(corpus: list[str], tiny: TinyModelConfig):
+    """Train a byte-level BPE tokenizer (Qwen2-style chat tokens) and wrap it for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=tiny.vocab_size,
+        min_frequency=2,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token=IM_END,
+        pad_token=PAD_TOKEN,
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=tiny.max_position_embeddings,
+    )
+
+
+def init_tiny_model(tiny: TinyModelConfig, tokenizer):
+    """A randomly initialised Qwen2ForCausalLM (fp32), deterministic for ``tiny.seed``."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    if tiny.hidden_size % tiny.num_heads or tiny.num_heads % tiny.num_kv_heads:
+        raise ValueError(
+            "model.tiny: hidden_size must divide by num_heads and num_heads by num_kv_heads"
+        )
+    eos_id = tokenizer.convert_tokens_to_ids(IM_END)
+    pad_id = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=tiny.hidden_size,
+        intermediate_size=tiny.intermediate_size,
+        num_hidden_layers=tiny.num_layers,
+        num_attention_heads=tiny.num_heads,
+        num_key_value_heads=tiny.num_kv_heads,
+        max_position_embeddings=tiny.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=pad_id,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        dtype="float32",
+    )
+    torch.manual_seed(tiny.seed)
+    model = Qwen2ForCausalLM(config).to(torch.float32)
+    # vLLM and `generate` stop on <|im_end|>, as with Qwen2.5-Instruct.
+    model.generation_config = GenerationConfig(
+        bos_token_id=pad_id, eos_token_id=eos_id, pad_token_id=pad_id
+    )
+    return model

@@ -1,0 +1,98 @@
+"""The AZR policy loss: PPO-style clipped surrogate on TRR++ advantages, token-mean.
+
+Exact token-mean across micro-batches and ranks
+-----------------------------------------------
+AZR_SPEC asks for the mean over *every response token of the global batch*. A micro-batch
+therefore never averages over its own tokens; it returns the **sum** of its per-token losses
+divided by ``global_token_count`` (the number of response tokens in the whole step's batch,
+on all ranks). Summing those terms over micro-batches (gradient accumulation) and over ranks
+(FSDP reduce-scatter in SUM mode, see ``learner.worker``) yields exactly
+``sum_all_tokens(loss) / global_token_count`` whatever the split. Averaging per micro-batch
+and then over micro-batches would weight a short response's tokens more than a long one's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class LossTerms:
+    """One micro-batch's contribution. Every field is a sum over its tokens ÷ global tokens.
+
+    ``loss`` carries the gradient; the rest are detached scalars for metrics, so adding the
+    terms of every micro-batch and rank gives the global token-mean of each quantity.
+    """
+
+    loss: torch.Tensor
+    clip_fraction: torch.Tensor
+    """Share of tokens whose clipped term was the active (larger-loss) one."""
+    mismatch_kl: torch.Tensor
+    """k3 estimate of KL(behaviour ‖ learner) on the sampled tokens (≥ 0, 0 iff they agree)."""
+    ratio_mean: torch.Tensor
+
+
+def clipped_policy_loss(
+    logprobs: torch.Tensor,
+    behaviour_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_ratio: float,
+    global_token_count: int,
+) -> LossTerms:
+    """Clipped policy-gradient loss of one micro-batch, normalised by the global token count.
+
+    Args:
+        logprobs: learner log-probabilities of the response tokens, shape (B, T), with grad.
+        behaviour_logprobs: rollout engine log-probabilities of the same tokens, (B, T).
+        advantages: one advantage per sequence, shape (B,); applied to every token.
+        mask: 1.0 on response tokens, 0.0 on prompt/padding positions, (B, T).
+        clip_ratio: ε of the ratio clip, applied on both sides: [1 − ε, 1 + ε].
+        global_token_count: response tokens in the whole step's batch (all micro-batches,
+            all ranks); see the module docstring.
+    """
+    if global_token_count <= 0:
+        raise ValueError(f"global_token_count must be positive, got {global_token_count}")
+    mask = mask.to(logprobs.dtype)
+    log_ratio = (logprobs - behaviour_logprobs) * mask
+    ratio = torch.exp(log_ratio)
+    adv = advantages.to(logprobs.dtype).unsqueeze(-1)
+    unclipped = -adv * ratio
+    clipped = -adv * torch.clamp(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio)
+    # max of the two losses = min of the two surrogate objectives (the PPO pessimistic bound).
+    per_token = torch.maximum(unclipped, clipped)
+    loss = (per_token * mask).sum() / global_token_count
+    with torch.no_grad():
+        clip_active = (clipped > unclipped).to(logprobs.dtype) * mask
+        # k3 = (r − 1) − log r with r = learner / behaviour: non-negative, unbiased under the
+        # behaviour distribution; stale or wrong rollout weights make it grow.
+        k3 = (ratio - 1.0) - log_ratio
+        return LossTerms(
+            loss=loss,
+            clip_fraction=clip_active.sum() / global_token_count,
+            mismatch_kl=(k3 * mask).sum() / global_token_count,
+            ratio_mean=(ratio * mask).sum() / global_token_count,
+        )
+
+
+def token_logprobs_and_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, with_entropy: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probability of each target token and the policy entropy at that position.
+
+    ``logits[b, t]`` is the distribution that predicted ``targets[b, t]``. Computed in fp32
+    (bf16 log-softmax over a large vocabulary loses the precision the ratio needs). The
+    entropy is detached: it is a metric, not part of the loss.
+    """
+    logits = logits.float()
+    log_z = torch.logsumexp(logits, dim=-1)
+    target_logits = torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1)
+    logprobs = target_logits - log_z
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            probs = torch.softmax(logits, dim=-1)
+            entropy = log_z - (probs * logits).sum(-1)
+    return logprobs, entropy

@@ -1,0 +1,138 @@
+"""Config loading, overrides, errors and dumping (azr/config.py, azr config show)."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from azr.config import (
+    CONFIG_DIR,
+    AZRConfig,
+    ConfigError,
+    Section,
+    dump_config,
+    load_config,
+    parse_override,
+)
+
+
+def test_tiny_is_the_embedded_default_and_paper_defaults_hold():
+    tiny = load_config()
+    assert tiny.run_name == "tiny"
+    paper = AZRConfig()
+    assert paper.selfplay.batch_size == 64
+    assert paper.selfplay.num_references == 6
+    assert paper.selfplay.induction_inputs == 10
+    assert paper.selfplay.mc_samples == 8
+    assert paper.learner.lr == 1e-6
+    assert paper.learner.clip_ratio == 0.2
+    assert paper.learner.grad_clip == 1.0
+    assert paper.executor.timeout_s == 10.0
+    assert paper.executor.max_output_chars == 4000
+    assert paper.rollout.solve.temperature == 1.0
+    assert paper.selfplay.learnability_rule == "paper"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_round_trips(path):
+    config = load_config(path)
+    again = AZRConfig.model_validate(yaml.safe_load(dump_config(config)))
+    assert again == config
+
+
+def test_overrides_apply_with_yaml_typed_values():
+    config = load_config(
+        overrides=[
+            "learner.lr=3e-6",
+            "selfplay.mode=async",
+            "executor.per_node=4",
+            "model.path=/models/qwen",
+            "selfplay.task_types=[deduction, induction]",
+            "buffer.max_size=null",
+        ]
+    )
+    assert config.learner.lr == 3e-6
+    assert config.selfplay.mode == "async"
+    assert config.executor.per_node == 4
+    assert config.model.path == "/models/qwen"
+    assert config.selfplay.task_types == ["deduction", "induction"]
+    assert config.buffer.max_size is None
+
+
+@pytest.mark.parametrize(
+    ("override", "dotted"),
+    [
+        ("learner.lrr=1", "learner.lrr: unknown key"),
+        ("nosection.x=1", "nosection: unknown key"),
+        ("learner.lr=-1", "learner.lr:"),
+        ("selfplay.mode=fast", "selfplay.mode:"),
+        ("rollout.propose.top_p=2", "rollout.propose.top_p:"),
+        ("executor.backend=vm", "executor.backend:"),
+        ("selfplay.batch_size=many", "selfplay.batch_size:"),
+    ],
+)
+def test_bad_key_or_value_names_the_dotted_path(override, dotted):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    assert dotted in str(info.value)
+
+
+def test_cross_field_check_and_malformed_overrides():
+    with pytest.raises(ConfigError, match="induction_inputs"):
+        load_config(overrides=["selfplay.induction_inputs=5"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_override("learner.lr")
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        load_config(overrides=["seed.x=1"])
+
+
+def test_bad_files_fail_clearly(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("learner: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("42\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(scalar)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("executor:\n  timeout_s: soon\n")
+    with pytest.raises(ConfigError, match="executor.timeout_s"):
+        load_config(wrong)
+
+
+def _sections(model: type[Section]):
+    yield model
+    for field in model.model_fields.values():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Section):
+            yield from _sections(field.annotation)
+
+
+def test_every_field_has_a_docstring():
+    missing = [
+        f"{section.__name__}.{name}"
+        for section in _sections(AZRConfig)
+        for name, field in section.model_fields.items()
+        if not field.description
+    ]
+    assert missing == []
+
+
+def test_cli_config_show_prints_resolved_yaml_and_fails_on_bad_key():
+    cmd = [sys.executable, "-m", "azr.cli", "config", "show", "selfplay.batch_size=7"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert yaml.safe_load(out)["selfplay"]["batch_size"] == 7
+    bad = subprocess.run(
+        [sys.executable, "-m", "azr.cli", "config", "show", "learner.nope=1"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2
+    assert "learner.nope: unknown key" in bad.stderr
+    version = subprocess.run(
+        [sys.executable, "-m", "azr.cli", "version"], capture_output=True, text=True, check=True
+    )
+    assert version.stdout.startswith("azr ")
