@@ -43,3 +43,21 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) $(SCRATCH)
+
+# --- Docker sandbox plumbing (docker backend tests; see deploy/docker/) -------------------
+# DOCKER_TESTS=0 skips the engine and image (the `docker`-marked tests then skip cleanly).
+DOCKER_TESTS ?= 1
+.PHONY: dockerd dockerd-stop docker-image
+
+# Installs docker.io + debootstrap when missing and starts an engine when none answers;
+# records a pidfile in .scratch/dockerd so `dockerd-stop` stops only what it started.
+dockerd:
+	deploy/docker/dockerd.sh install
+	deploy/docker/dockerd.sh start
+
+dockerd-stop:
+	deploy/docker/dockerd.sh stop
+
+# azr-executor:test from a cached debootstrap rootfs; rebuilt only when its inputs change.
+docker-image: dockerd
+	deploy/docker/build_test_image.sh

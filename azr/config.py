@@ -33,7 +33,9 @@ DEFAULT_BANNED_BUILTINS = [
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, docstrings are descriptions."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, validate_assignment=True
+    )
 
 
 class TinyModelConfig(Section):
@@ -59,8 +61,8 @@ class TinyModelConfig(Section):
     """Supervised warm-start steps on well-formed AZR responses (0 disables the warm start)."""
     warm_start_lr: float = Field(3e-3, gt=0)
     """Learning rate of the warm start."""
-    warm_start_batch_size: int = Field(16, ge=1)
-    """Sequences per warm-start step."""
+    warm_start_batch_size: int = Field(4, ge=1)
+    """Sequences per warm-start step (half proposals, half solves; 4 keeps it near 2 min on 2 cores)."""
     data_path: str | None = None
     """CRUXEval JSONL for the tokenizer corpus and the warm start (relative = to the repo root);
     None = ../shared/data/cruxeval.jsonl beside the repo."""
@@ -158,12 +160,25 @@ class ExecutorConfig(Section):
     """--cpus of each executor container."""
     docker_pids_limit: int = Field(64, ge=8)
     """--pids-limit of each executor container."""
+    docker_memory_mb: int | None = Field(None, ge=128)
+    """--memory of each executor container; None = 2 * slots * memory_mb + 256 (two zygote children per slot)."""
+    docker_tmpfs_mb: int = Field(64, ge=8)
+    """Size of the container's only writable filesystem (a tmpfs on /tmp holding the run directories)."""
+    docker_sweep_interval_s: float = Field(2.0, ge=0)
+    """How often the host checks a container for processes that escaped a finished program (own session, reparented to init) and replaces it if any; 0 = never."""
     max_retries: int = Field(3, ge=0)
     """Times a batch is re-run after its executor or sandbox died."""
     chunk_size: int = Field(32, ge=1)
     """Requests per chunk the pool sends to one executor actor."""
     max_chunks_in_flight: int = Field(4, ge=1)
     """Chunks in flight per executor actor (backpressure)."""
+    num_cpus_per_actor: float = Field(0.0, ge=0)
+    """CPUs Ray reserves per executor actor; 0 lets executors share nodes (each program run is
+    limited by the sandbox itself)."""
+    start_timeout_s: float = Field(120.0, gt=0)
+    """How long the pool waits for an executor actor to start its sandbox before giving up on it."""
+    discovery_interval_s: float = Field(2.0, gt=0)
+    """Least seconds between two looks at the cluster for joined/removed executor nodes."""
 
 
 class BufferConfig(Section):
@@ -177,6 +192,9 @@ class BufferConfig(Section):
     """Seeding phase: propose with the untrained model until each buffer holds this many tasks (0 = skip)."""
     seed_max_rounds: int = Field(20, ge=1)
     """Upper bound on seeding rounds, so a model that never proposes valid tasks cannot hang the run."""
+    max_entry_chars: int = Field(100_000, ge=1_000)
+    """Sanity cap on one entry's total text (program, inputs, outputs, message); larger entries are
+    rejected as `entry_too_large` (the executor's own limits decide which tasks are valid)."""
 
 
 class LearnerConfig(Section):
@@ -293,8 +311,10 @@ class AZRConfig(Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> AZRConfig:
-        if self.selfplay.num_references > 0 and self.selfplay.batch_size < 1:
-            raise ValueError("selfplay.batch_size must be positive")
+        if self.selfplay.mode == "async" and self.selfplay.max_staleness < 1:
+            raise ValueError(
+                "selfplay.max_staleness must be >= 1 in async mode (samples lag one version)"
+            )
         if self.selfplay.induction_inputs % 2:
             raise ValueError("selfplay.induction_inputs must be even (half shown, half hidden)")
         return self

@@ -33,6 +33,10 @@ solve abduction        one ``input``
 solve induction        one ``python``
 =====================  =========================================================
 
+Consequence of the tag and fence rules: a block cannot contain a think/answer tag or a line
+that is exactly a fence (e.g. a program with the string ``"<answer>"`` is a format error);
+:func:`azr.prompts.format_response` refuses such content for the same reason.
+
 Parsing evaluates nothing: whether an input is a valid literal argument list is the
 executor's job. Likewise, whether an induction proposal has exactly N inputs is a
 *validation* matter (reason ``wrong_input_count``, see :meth:`ParsedAnswer.rejection`),
@@ -136,8 +140,10 @@ class ParsedAnswer:
             return None
         if self.expected_inputs is not None and len(self.inputs) != self.expected_inputs:
             return ValidationResult(valid=False, reason=WRONG_INPUT_COUNT)
-        if program is not None and self.message is not None and message_leaks_code(
-            self.message, program
+        if (
+            program is not None
+            and self.message is not None
+            and message_leaks_code(self.message, program)
         ):
             return ValidationResult(valid=False, reason=MESSAGE_LEAKS_CODE)
         return None
@@ -146,7 +152,7 @@ class ParsedAnswer:
 ParseResult = ParsedAnswer | FormatError
 
 
-def message_leaks_code(message: str, program: str, *, min_line_chars: int = 12) -> bool:
+def message_leaks_code(message: str, program: str, *, min_line_chars: int = 16) -> bool:
     """Whether an induction message reveals the program's code.
 
     True when the message defines ``f`` or contains any program line of at least
@@ -254,6 +260,7 @@ def _scan_blocks(answer: str) -> list[tuple[str, str]] | FormatError:
     open_label: str | None = None
     body: list[str] = []
     for raw_line in answer.split("\n"):
+        # Fences are recognised on CRLF text too; contents keep their characters as written.
         line = raw_line.removesuffix("\r")
         if open_label is None:
             if not _ANY_FENCE_START.match(line):
@@ -270,7 +277,7 @@ def _scan_blocks(answer: str) -> list[tuple[str, str]] | FormatError:
             # A new labelled fence inside a block means the previous one was never closed.
             return FormatError(f"unclosed_block:{_safe_label(open_label)}", line[:80])
         else:
-            body.append(line)
+            body.append(raw_line)
     if open_label is not None:
         return FormatError(f"unclosed_block:{_safe_label(open_label)}")
     return blocks

@@ -32,6 +32,7 @@ from azr.parsing import (
     TAGS,
     THINK_CLOSE,
     THINK_OPEN,
+    FormatError,
     normalize_block,
     parse_response,
     required_blocks,
@@ -63,8 +64,15 @@ def _format_section(blocks: Sequence[tuple[str, str]]) -> str:
     )
 
 
-def _program_rules(banned_modules: Sequence[str], timeout_s: float) -> str:
+DEFAULT_BANNED_BUILTINS = ("__import__", "eval", "exec", "compile", "open", "input")
+"""Builtins named by proposer prompts when the caller gives none (ExecutorConfig has the list)."""
+
+
+def _program_rules(
+    banned_modules: Sequence[str], banned_builtins: Sequence[str], timeout_s: float
+) -> str:
     banned = ", ".join(sorted(set(banned_modules))) or "(none)"
+    builtins = ", ".join(sorted(set(banned_builtins))) or "(none)"
     return (
         "## Rules for the program\n"
         "- The entry point is a function named `f` that takes at least one parameter and "
@@ -72,8 +80,8 @@ def _program_rules(banned_modules: Sequence[str], timeout_s: float) -> str:
         "- It must be deterministic: the same input always gives the same output. No "
         "randomness, no clock or dates, no file/network/console I/O, no printing, no "
         "environment or other external state.\n"
-        f"- Do not import or use these modules: {banned}. Do not use eval, exec, compile, "
-        "open, input or __import__.\n"
+        f"- Do not import or use these modules: {banned}.\n"
+        f"- Do not call or name these builtins: {builtins}.\n"
         "- Helper functions and classes may be defined at the top, before `f`.\n"
         f"- It must finish well within {timeout_s:g} seconds.\n"
         "- Make it require careful, multi-step reasoning to trace, and make it clearly "
@@ -101,7 +109,11 @@ def _render_references(references: Sequence[Triplet]) -> str:
 
 
 def _propose_with_references(
-    goal: str, references: Sequence[Triplet], banned_modules: Sequence[str], timeout_s: float
+    goal: str,
+    references: Sequence[Triplet],
+    banned_modules: Sequence[str],
+    banned_builtins: Sequence[str],
+    timeout_s: float,
 ) -> str:
     if not references:
         raise ValueError("a deduction/abduction proposer prompt needs at least one reference")
@@ -110,7 +122,7 @@ def _propose_with_references(
         f"{goal}\n\n"
         "## Reference puzzles (program, input and the output it produces)\n"
         f"{_render_references(references)}\n\n"
-        f"{_program_rules(banned_modules, timeout_s)}"
+        f"{_program_rules(banned_modules, banned_builtins, timeout_s)}"
         f"{_INPUT_RULE}\n"
         "Write one new program and one input. Do not write the output: it is computed by "
         "running your program.\n\n"
@@ -121,26 +133,35 @@ def _propose_with_references(
 
 
 def propose_deduction_prompt(
-    references: Sequence[Triplet], *, banned_modules: Sequence[str], timeout_s: float
+    references: Sequence[Triplet],
+    *,
+    banned_modules: Sequence[str],
+    timeout_s: float,
+    banned_builtins: Sequence[str] = DEFAULT_BANNED_BUILTINS,
 ) -> str:
     """Proposer, deduction: show K reference triplets, ask for a new program and an input.
 
-    ``banned_modules`` comes from ``ExecutorConfig.banned_modules``; ``timeout_s`` is the
-    executor's per-program timeout, stated so proposals stay well under it.
+    ``banned_modules``/``banned_builtins`` come from ``ExecutorConfig``; ``timeout_s`` is the
+    executor's per-program timeout (``ExecutorConfig.timeout_s``), stated so proposals stay
+    well under it.
     """
     goal = "A solver will see your program and input and must predict the output exactly."
-    return _propose_with_references(goal, references, banned_modules, timeout_s)
+    return _propose_with_references(goal, references, banned_modules, banned_builtins, timeout_s)
 
 
 def propose_abduction_prompt(
-    references: Sequence[Triplet], *, banned_modules: Sequence[str], timeout_s: float
+    references: Sequence[Triplet],
+    *,
+    banned_modules: Sequence[str],
+    timeout_s: float,
+    banned_builtins: Sequence[str] = DEFAULT_BANNED_BUILTINS,
 ) -> str:
     """Proposer, abduction: show K reference triplets, ask for a new program and an input."""
     goal = (
         "A solver will see your program and the output it produces and must find an input "
         "that yields exactly that output."
     )
-    return _propose_with_references(goal, references, banned_modules, timeout_s)
+    return _propose_with_references(goal, references, banned_modules, banned_builtins, timeout_s)
 
 
 def propose_induction_prompt(program: str, *, n_inputs: int, timeout_s: float) -> str:
@@ -154,7 +175,7 @@ def propose_induction_prompt(program: str, *, n_inputs: int, timeout_s: float) -
     half = n_inputs // 2
     return (
         "You design a program-synthesis puzzle from an existing Python program. A solver "
-        f"will see {half} of your inputs with the outputs the program gives for them, plus "
+        f"will see half ({half}) of your inputs with the outputs the program gives for them, plus "
         "your message, and must write a program that also reproduces the outputs for the "
         "other inputs, which stay hidden.\n\n"
         "## The program\n"
@@ -292,7 +313,7 @@ def format_response(
     body = "\n".join(_fence(label, content) for label, content in blocks)
     text = f"{THINK_OPEN}\n{think.strip()}\n{THINK_CLOSE}\n{ANSWER_OPEN}\n{body}\n{ANSWER_CLOSE}"
     parsed = parse_response(text, task, role)
-    if not hasattr(parsed, "think"):
+    if isinstance(parsed, FormatError):
         raise ValueError(f"rendered response does not parse: {parsed}")
     return text
 

@@ -73,7 +73,9 @@ def validate_model_dir(path: Path) -> Path:
     """Check that `path` is a local HF checkpoint with weights config and a tokenizer."""
     path = path.expanduser().resolve()
     if not path.is_dir():
-        raise ModelDirError(f"model.path {str(path)!r} is not a directory (no hub access at run time)")
+        raise ModelDirError(
+            f"model.path {str(path)!r} is not a directory (no hub access at run time)"
+        )
     if not (path / "config.json").is_file():
         raise ModelDirError(f"model.path {str(path)!r} has no config.json")
     if not any((path / name).is_file() for name in _TOKENIZER_FILES):
@@ -137,11 +139,16 @@ def _shape_settings(tiny: TinyModelConfig) -> dict[str, object]:
 
 @contextmanager
 def build_lock(cache_dir: Path, key: str) -> Iterator[None]:
-    """An exclusive inter-process lock for building the artefact named `key`."""
+    """An exclusive inter-process lock for building the artefact named `key`.
+
+    Holding it, any staging directory of `key` is a leftover of a killed build: removed.
+    """
     cache_dir.mkdir(parents=True, exist_ok=True)
     with (cache_dir / f".{key}.lock").open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
+            for leftover in cache_dir.glob(f".{key}-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

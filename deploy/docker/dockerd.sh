@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start/stop a Docker engine for tests and `make test`, touching only what we started.
 #
+#   deploy/docker/dockerd.sh install # apt-get docker.io + debootstrap when missing (root)
 #   deploy/docker/dockerd.sh start   # no-op when an engine already answers `docker info`
 #   deploy/docker/dockerd.sh stop    # stops the engine only if `start` launched it
 #   deploy/docker/dockerd.sh status
@@ -21,6 +22,23 @@ we_own_running_engine() {
     [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
 }
 
+install() {
+    local missing=()
+    command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+    command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+    if ((${#missing[@]} == 0)); then
+        echo "dockerd: docker.io and debootstrap are installed"
+        return 0
+    fi
+    if [[ $EUID -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "dockerd: missing ${missing[*]}; install them (needs root and apt-get)" >&2
+        return 1
+    fi
+    echo "dockerd: installing ${missing[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+}
+
 start() {
     if engine_answers; then
         echo "dockerd: an engine is already running; leaving it alone"
@@ -37,7 +55,7 @@ start() {
         # A stale socket/pidfile from a killed engine makes dockerd refuse to start.
         rm -f "$PIDFILE" /var/run/docker.pid
         # setsid: the engine must outlive the shell (make recipe, CI step) that started it.
-        setsid dockerd >"$LOG" 2>&1 </dev/null &
+        setsid dockerd >"$LOG" 2>&1 </dev/null 9>&- &
         echo $! >"$PIDFILE"
         echo "dockerd: started pid $(cat "$PIDFILE"), log $LOG"
     fi
@@ -97,12 +115,18 @@ status() {
     fi
 }
 
+mkdir -p "$STATE_DIR"
+# Concurrent callers (parallel test sessions, make) must not both launch an engine.
+exec 9>"$STATE_DIR/dockerd.lock"
+flock 9
+
 case "${1:-}" in
+install) install ;;
 start) start ;;
 stop) stop ;;
 status) status ;;
 *)
-    echo "usage: $0 start|stop|status" >&2
+    echo "usage: $0 install|start|stop|status" >&2
     exit 2
     ;;
 esac

@@ -1,0 +1,1 @@
+"""Rollout: Ray actors hosting one vLLM engine each (CPU build or GPU), versioned weight updates."""

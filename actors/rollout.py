@@ -1,0 +1,273 @@
+"""RolloutActor: one vLLM engine in a Ray actor; RolloutGroup: M of them behind one call.
+
+CPU (the vLLM CPU build): the engine runs in the actor's own process
+(``VLLM_ENABLE_V1_MULTIPROCESSING=0``), eager mode, an explicit KV-cache size, and the actor's
+OpenMP/torch threads pinned to its own cores. GPU: the same engine with tensor parallelism from
+the config (unverified here: this machine has no GPU).
+
+Weights are updated in place, never by restarting the engine: the buckets of a full HF state
+dict go through the worker extension's ``reload_weights``, then the prefix cache is reset (cached
+KV blocks were computed by the old weights and would otherwise be silently reused for any prompt
+sharing a prefix), then the policy version is bumped. Every completion carries that version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+
+import ray
+import torch
+
+from actors.metrics import RolloutMetrics, attach_vllm_ray_stat_logger
+from actors.types import Completion, Generation
+from azr.config import RolloutConfig, SamplingConfig
+
+log = logging.getLogger(__name__)
+
+_EXTENSION = "actors.worker_extension.WeightSyncExtension"
+
+
+def resolve_device(config: RolloutConfig) -> str:
+    """``auto`` → cuda when a GPU is visible, else cpu."""
+    if config.device != "auto":
+        return config.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pin_cpu_threads(threads: int, actor_index: int) -> list[int]:
+    """Pin this process to `threads` of its allowed cores, chosen by actor index.
+
+    Actors on one node get disjoint cores while there are enough, and wrap around otherwise.
+    """
+    allowed = sorted(os.sched_getaffinity(0))
+    start = actor_index * threads
+    cores = sorted({allowed[(start + k) % len(allowed)] for k in range(threads)})
+    os.sched_setaffinity(0, cores)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    return cores
+
+
+def _model_max_len(model_path: str) -> int | None:
+    import json
+    from pathlib import Path
+
+    config = json.loads((Path(model_path) / "config.json").read_text())
+    return config.get("max_position_embeddings")
+
+
+class RolloutEngine:
+    """The engine and its bookkeeping; `RolloutActor` is this class as a Ray actor."""
+
+    def __init__(self, model_path: str, config: RolloutConfig, actor_index: int) -> None:
+        self.config = config
+        self.actor_index = actor_index
+        self.device = resolve_device(config)
+        self._version = 0
+        self._in_flight = 0
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+        self.metrics = RolloutMetrics(actor=f"rollout-{actor_index}", node=node)
+        self.llm = self._start_engine(model_path)
+        self.vllm_stats_attached = attach_vllm_ray_stat_logger(self.llm)
+        self.metrics.policy_version.set(0)
+
+    def _start_engine(self, model_path: str):
+        engine_args: dict[str, object] = {
+            "dtype": self.config.dtype,
+            "enforce_eager": self.config.enforce_eager,
+            "seed": self.config.seed,
+            # Behaviour-policy logprobs: what was actually sampled from (temperature, top-p).
+            "logprobs_mode": "processed_logprobs",
+            "worker_extension_cls": _EXTENSION,
+            "disable_log_stats": False,
+        }
+        max_len = self.config.max_model_len
+        model_max = _model_max_len(model_path)
+        if model_max is not None and model_max < max_len:
+            log.info("rollout.max_model_len %d capped to the model's %d", max_len, model_max)
+            max_len = model_max
+        engine_args["max_model_len"] = max_len
+        if self.device == "cpu":
+            # Must be set before vLLM reads its environment (it reads it lazily).
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            self.cores = pin_cpu_threads(self.config.cpu_threads, self.actor_index)
+            engine_args["kv_cache_memory_bytes"] = self.config.kv_cache_memory_bytes
+        else:
+            self.cores = []
+            engine_args["tensor_parallel_size"] = self.config.tensor_parallel_size
+            engine_args["gpu_memory_utilization"] = self.config.gpu_memory_utilization
+        from vllm import LLM
+
+        return LLM(model_path, **engine_args)
+
+    # -- generation ---------------------------------------------------------------------------
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig) -> list[Generation]:
+        """Sample ``sampling.n`` completions per prompt; one Generation per prompt, in order."""
+        if not prompts:
+            return []
+        params = self._sampling_params(sampling)
+        version = self._version
+        started = time.perf_counter()
+        self._set_in_flight(len(prompts))
+        try:
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        finally:
+            self._set_in_flight(-len(prompts))
+        results = [self._to_generation(out, version) for out in outputs]
+        self.metrics.generate_seconds.observe(time.perf_counter() - started)
+        generated = sum(len(c.token_ids) for g in results for c in g.completions)
+        self.metrics.generated_tokens.inc(generated)
+        self.metrics.prompt_tokens.inc(sum(len(g.prompt_token_ids) for g in results))
+        return results
+
+    def _sampling_params(self, sampling: SamplingConfig):
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=sampling.n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            seed=sampling.seed,
+            logprobs=0,  # the sampled token's logprob only
+            # Every sampling knob explicit: none is left to the checkpoint's generation_config.
+            top_k=0,
+            min_p=0.0,
+            repetition_penalty=1.0,
+            presence_penalty=0.0,
+            frequency_penalty=0.0,
+        )
+
+    def _to_generation(self, output, version: int) -> Generation:
+        completions = []
+        for sample in output.outputs:
+            token_ids = list(sample.token_ids)
+            if sample.logprobs is None or len(sample.logprobs) != len(token_ids):
+                raise RuntimeError("vLLM returned no per-token logprobs for a completion")
+            logprobs = [
+                float(step[tid].logprob)
+                for tid, step in zip(token_ids, sample.logprobs, strict=True)
+            ]
+            completions.append(
+                Completion(
+                    token_ids=token_ids,
+                    text=sample.text,
+                    logprobs=logprobs,
+                    finish_reason=sample.finish_reason,
+                    policy_version=version,
+                )
+            )
+        return Generation(prompt_token_ids=list(output.prompt_token_ids), completions=completions)
+
+    def prompt_logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:
+        """Logprob of every token after the first of each sequence, under the current weights.
+
+        Raw (temperature 1) distribution; ``len(result[i]) == len(token_ids[i]) - 1``.
+        """
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if any(len(ids) < 2 for ids in token_ids):
+            raise ValueError("prompt_logprobs needs sequences of at least 2 tokens")
+        params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0, seed=0)
+        prompts = [TokensPrompt(prompt_token_ids=list(ids)) for ids in token_ids]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [
+            [
+                float(step[tid].logprob)
+                for tid, step in zip(ids[1:], out.prompt_logprobs[1:], strict=True)
+            ]
+            for ids, out in zip(token_ids, outputs, strict=True)
+        ]
+
+    # -- weights ------------------------------------------------------------------------------
+
+    def update_weights(self, bucket_refs: list[ray.ObjectRef], version: int) -> dict:
+        """Load a full HF state dict (given as buckets) in place and serve it as `version`.
+
+        Each ref resolves to ``dict[str, torch.Tensor]`` (CPU tensors, HF parameter names); the
+        buckets together are the full state dict. They are fetched one at a time while loading.
+        """
+        if version <= self._version:
+            raise ValueError(f"weight version {version} is not newer than {self._version}")
+        if self.device != "cpu":
+            raise RuntimeError("GPU engines take weights over NCCL: use receive_weights_nccl")
+        started = time.perf_counter()
+        nbytes = 0
+
+        def tensors() -> Iterator[tuple[str, torch.Tensor]]:
+            nonlocal nbytes
+            for ref in bucket_refs:
+                bucket = ray.get(ref)
+                if not isinstance(bucket, dict):
+                    raise TypeError(f"weight bucket is {type(bucket).__name__}, expected dict")
+                for name, tensor in bucket.items():
+                    nbytes += tensor.numel() * tensor.element_size()
+                    yield name, tensor
+
+        loaded = self.llm.collective_rpc("azr_reload_weights", args=(tensors(),))[0]
+        self.llm.reset_prefix_cache()
+        return self._finish_update(version, loaded, nbytes, started)
+
+    def init_weight_group_nccl(
+        self, master_address: str, master_port: int, rank_offset: int, world_size: int
+    ) -> None:
+        """GPU: join the learner's weight-broadcast NCCL group (unverified on this machine)."""
+        self.llm.collective_rpc(
+            "azr_init_weight_group", args=(master_address, master_port, rank_offset, world_size)
+        )
+
+    def receive_weights_nccl(
+        self, metas: list[tuple[str, str, tuple[int, ...]]], version: int
+    ) -> dict:
+        """GPU: receive tensors (name, dtype, shape) broadcast by learner rank 0 (unverified)."""
+        started = time.perf_counter()
+        loaded = self.llm.collective_rpc("azr_receive_weights", args=(metas,))[0]
+        self.llm.reset_prefix_cache()
+        nbytes = sum(
+            torch.empty((), dtype=getattr(torch, d)).element_size() * int(torch.Size(s).numel())
+            for _, d, s in metas
+        )
+        return self._finish_update(version, loaded, nbytes, started)
+
+    def _finish_update(self, version: int, loaded: int, nbytes: int, started: float) -> dict:
+        self._version = version
+        seconds = time.perf_counter() - started
+        self.metrics.weight_update_seconds.observe(seconds)
+        self.metrics.policy_version.set(version)
+        return {"version": version, "tensors": loaded, "bytes": nbytes, "seconds": seconds}
+
+    def policy_version(self) -> int:
+        """Version of the weights now served (0 = the initial checkpoint)."""
+        return self._version
+
+    def info(self) -> dict:
+        """Where and how this engine runs (device, pinned cores, engine stats routing)."""
+        return {
+            "actor_index": self.actor_index,
+            "device": self.device,
+            "cores": self.cores,
+            "pid": os.getpid(),
+            "vllm_ray_stats": self.vllm_stats_attached,
+        }
+
+    def _set_in_flight(self, delta: int) -> None:
+        self._in_flight += delta
+        self.metrics.requests_in_flight.set(self._in_flight)
+
+
+RolloutActor = ray.remote(RolloutEngine)
+"""`RolloutEngine` as a Ray actor class: ``RolloutActor.options(...).remote(path, config, i)``."""
+
+
+def __getattr__(name: str):
+    # `from actors.rollout import RolloutGroup` works too (the group lives in its own module).
+    if name == "RolloutGroup":
+        from actors.group import RolloutGroup
+
+        return RolloutGroup
+    raise AttributeError(name)

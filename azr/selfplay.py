@@ -1,0 +1,429 @@
+"""One AZR self-play step, in two generation rounds.
+
+The reference code runs nine sequential generation rounds per step (propose, estimate, solve,
+for each task type in turn). We run two:
+
+1. **propose** — every proposer prompt of every task type in one batch;
+   the proposals are parsed and validated in the executor pool.
+2. **solve** — the n Monte-Carlo samples of every valid proposal *and* the solves of the
+   buffer-filled part of each solve batch, in one batch; all answers are scored together.
+
+A new task's solve trajectory is one of its own Monte-Carlo samples (chosen uniformly), so
+nothing is generated twice. The functions here know nothing about Ray: the services are
+passed in (see :class:`Services`), which is what lets the benchmark replay the same work in
+the reference's nine-round order.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from azr.config import AZRConfig, SamplingConfig
+from azr.parsing import FormatError, ParsedAnswer, parse_response
+from azr.prompts import (
+    propose_abduction_prompt,
+    propose_deduction_prompt,
+    propose_induction_prompt,
+    render_chat,
+    solve_prompt,
+)
+from azr.rewards import learnability, propose_reward, solve_reward
+from azr.tasks import (
+    Executor,
+    InductionTask,
+    Role,
+    ScoreRequest,
+    ScoreResult,
+    TaskType,
+    TrainSample,
+    Triplet,
+    ValidateRequest,
+    ValidationResult,
+)
+from azr.trr import trr_advantages
+
+Task = Triplet | InductionTask
+
+
+class Generator(Protocol):
+    """The rollout side: one completion list per prompt, in prompt order."""
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig) -> list[Any]: ...
+
+
+class TaskStore(Protocol):
+    """The buffer side (a thin client over the BufferActor)."""
+
+    def references(self, task: TaskType, k: int) -> list[Task]: ...
+
+    def tasks(self, task: TaskType, n: int) -> list[Task]: ...
+
+    def add(self, task: TaskType, tasks: list[Task]) -> int: ...
+
+
+@dataclass
+class Services:
+    generator: Generator
+    executor: Executor
+    store: TaskStore
+    tokenizer: Any
+
+
+@dataclass
+class Trajectory:
+    """One generated response with everything needed to reward and train on it."""
+
+    task: TaskType
+    role: Role
+    prompt_token_ids: list[int]
+    token_ids: list[int]
+    logprobs: list[float]
+    policy_version: int
+    text: str
+    reward: float = 0.0
+
+
+@dataclass
+class Proposal:
+    task: TaskType
+    source_program: str | None  # induction: the program the proposer was shown
+    trajectory: Trajectory
+    parsed: ParsedAnswer | FormatError
+    validation: ValidationResult | None = None
+    new_task: Task | None = None
+    mc_accuracies: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Solve:
+    task: TaskType
+    item: Task
+    trajectory: Trajectory
+    parsed: ParsedAnswer | FormatError | None = None
+    score: ScoreResult | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return self.score.accuracy if self.score is not None else 0.0
+
+
+@dataclass
+class StepOutput:
+    samples: list[TrainSample]
+    metrics: dict[str, float]
+    proposals: list[Proposal]
+    solves: list[Solve]
+
+
+def _trajectories(task: TaskType, role: Role, generations: Sequence[Any]) -> list[Trajectory]:
+    out = []
+    for generation in generations:
+        for completion in generation.completions:
+            out.append(
+                Trajectory(
+                    task=task,
+                    role=role,
+                    prompt_token_ids=list(generation.prompt_token_ids),
+                    token_ids=list(completion.token_ids),
+                    logprobs=list(completion.logprobs),
+                    policy_version=completion.policy_version,
+                    text=completion.text,
+                )
+            )
+    return out
+
+
+def with_seed(sampling: SamplingConfig, seed: int, n: int | None = None) -> SamplingConfig:
+    """A copy with an explicit seed (and n): every request of a run is reproducible."""
+    update: dict[str, Any] = {"seed": seed if sampling.seed is None else sampling.seed + seed}
+    if n is not None:
+        update["n"] = n
+    return sampling.model_copy(update=update)
+
+
+class StepRunner:
+    """Runs self-play steps with the services it is given; all randomness from one RNG."""
+
+    def __init__(self, config: AZRConfig, services: Services, rng: random.Random):
+        self.config = config
+        self.services = services
+        self.rng = rng
+        self.task_types = [TaskType(t) for t in config.selfplay.task_types]
+        self.timings: dict[str, float] = {}
+
+    # -- prompts -------------------------------------------------------------------------
+    def _chat(self, text: str) -> str:
+        return render_chat(self.services.tokenizer, text)
+
+    def proposer_prompts(self, task: TaskType, count: int) -> list[tuple[str, str | None]]:
+        """``count`` (rendered prompt, source program) pairs for one task type."""
+        sp, ex = self.config.selfplay, self.config.executor
+        store = self.services.store
+        prompts = []
+        for _ in range(count):
+            if task == TaskType.INDUCTION:
+                # The program comes from the deduction or abduction buffer (AZR_SPEC).
+                source = self.rng.choice([TaskType.DEDUCTION, TaskType.ABDUCTION])
+                program = store.references(source, 1)[0].program
+                text = propose_induction_prompt(
+                    program, n_inputs=sp.induction_inputs, timeout_s=ex.timeout_s
+                )
+                prompts.append((self._chat(text), program))
+            else:
+                refs = store.references(task, sp.num_references)
+                build = (
+                    propose_deduction_prompt
+                    if task == TaskType.DEDUCTION
+                    else propose_abduction_prompt
+                )
+                text = build(
+                    refs,
+                    banned_modules=ex.banned_modules,
+                    banned_builtins=ex.banned_builtins,
+                    timeout_s=ex.timeout_s,
+                )
+                prompts.append((self._chat(text), None))
+        return prompts
+
+    # -- round 1 -------------------------------------------------------------------------
+    def propose(self, step: int, tasks: Sequence[TaskType] | None = None) -> list[Proposal]:
+        """Generate and validate ``batch_size`` proposals per task type, in one round."""
+        tasks = list(tasks or self.task_types)
+        batch = self.config.selfplay.batch_size
+        prompt_sets = {t: self.proposer_prompts(t, batch) for t in tasks}
+        flat = [(t, p, src) for t in tasks for p, src in prompt_sets[t]]
+        generations = self._generate(
+            [p for _, p, _ in flat],
+            with_seed(self.config.rollout.propose, step * 1000 + 1),
+            "propose",
+        )
+        proposals = []
+        for (task, _, source), generation in zip(flat, generations, strict=True):
+            (trajectory,) = _trajectories(task, Role.PROPOSE, [generation])
+            parsed = parse_response(
+                trajectory.text,
+                task,
+                Role.PROPOSE,
+                n_inputs=self.config.selfplay.induction_inputs,
+            )
+            proposals.append(Proposal(task, source, trajectory, parsed))
+        self.validate(proposals)
+        return proposals
+
+    def validate(self, proposals: list[Proposal]) -> None:
+        """Fill ``validation`` and ``new_task`` of every well-formed proposal."""
+        pending: list[tuple[Proposal, ValidateRequest]] = []
+        for proposal in proposals:
+            parsed = proposal.parsed
+            if isinstance(parsed, FormatError):
+                continue
+            early = parsed.rejection(proposal.source_program)
+            if early is not None:
+                proposal.validation = early
+            elif proposal.task == TaskType.INDUCTION:
+                request = ValidateRequest(
+                    program=proposal.source_program or "",
+                    inputs=parsed.inputs,
+                    require_distinct_inputs=True,
+                )
+                pending.append((proposal, request))
+            else:
+                pending.append(
+                    (proposal, ValidateRequest(program=parsed.program or "", inputs=parsed.inputs))
+                )
+        started = time.perf_counter()
+        results = self.services.executor.validate_many([r for _, r in pending]) if pending else []
+        self.timings["execute"] = self.timings.get("execute", 0.0) + time.perf_counter() - started
+        for (proposal, request), result in zip(pending, results, strict=True):
+            proposal.validation = result
+            if result.valid and result.outputs is not None:
+                proposal.new_task = self._task_from(proposal, request, result.outputs)
+
+    def _task_from(
+        self, proposal: Proposal, request: ValidateRequest, outputs: tuple[str, ...]
+    ) -> Task:
+        if proposal.task == TaskType.INDUCTION:
+            assert isinstance(proposal.parsed, ParsedAnswer)
+            pairs = tuple(zip(request.inputs, outputs, strict=True))
+            half = len(pairs) // 2
+            return InductionTask(
+                program=request.program,
+                message=proposal.parsed.message or "",
+                visible=pairs[:half],
+                hidden=pairs[half:],
+                policy_version=proposal.trajectory.policy_version,
+            )
+        return Triplet(
+            program=request.program,
+            input=request.inputs[0],
+            output=outputs[0],
+            policy_version=proposal.trajectory.policy_version,
+        )
+
+    # -- round 2 -------------------------------------------------------------------------
+    def solve(self, step: int, proposals: list[Proposal]) -> list[Solve]:
+        """Monte-Carlo samples of new tasks + buffer-filled solves, generated in one round.
+
+        Returns the solve batch (``batch_size`` per task type at most): for each new task one
+        of its own Monte-Carlo samples, then buffer tasks.
+        """
+        sp = self.config.selfplay
+        new_by_type: dict[TaskType, list[Proposal]] = defaultdict(list)
+        for proposal in proposals:
+            if proposal.new_task is not None:
+                new_by_type[proposal.task].append(proposal)
+        jobs: list[tuple[TaskType, Task, Proposal | None]] = []
+        for task in self.task_types:
+            fresh = new_by_type[task]
+            fill = max(0, sp.batch_size - len(fresh))
+            for proposal in fresh:
+                jobs.extend((task, proposal.new_task, proposal) for _ in range(sp.mc_samples))
+            jobs.extend((task, item, None) for item in self.services.store.tasks(task, fill))
+        # One prompt per sample (not n per prompt): one request shape for the whole round,
+        # and per-prompt seeds make every Monte-Carlo sample reproducible on resume.
+        prompts = [self._chat(solve_prompt(t, item)) for t, item, _ in jobs]
+        generations = self._generate(
+            prompts, with_seed(self.config.rollout.solve, step * 1000 + 2, n=1), "solve"
+        )
+        solves = [
+            Solve(task, item, _trajectories(task, Role.SOLVE, [generation])[0])
+            for (task, item, _), generation in zip(jobs, generations, strict=True)
+        ]
+        self.score(solves)
+        batch: list[Solve] = []
+        for solve_, (_, _, proposal) in zip(solves, jobs, strict=True):
+            if proposal is not None:
+                proposal.mc_accuracies.append(solve_.accuracy)
+        # Group the Monte-Carlo samples of each new task; pick one uniformly as its solve.
+        by_proposal: dict[int, list[Solve]] = defaultdict(list)
+        for solve_, (_, _, proposal) in zip(solves, jobs, strict=True):
+            if proposal is None:
+                batch.append(solve_)
+            else:
+                by_proposal[id(proposal)].append(solve_)
+        picked = [self.rng.choice(group) for group in by_proposal.values()]
+        per_type: dict[TaskType, list[Solve]] = defaultdict(list)
+        for solve_ in picked + batch:
+            per_type[solve_.task].append(solve_)
+        return [s for t in self.task_types for s in per_type[t][: sp.batch_size]]
+
+    def score(self, solves: list[Solve]) -> None:
+        pending: list[tuple[Solve, ScoreRequest]] = []
+        for solve_ in solves:
+            parsed = parse_response(solve_.trajectory.text, solve_.task, Role.SOLVE)
+            solve_.parsed = parsed
+            if isinstance(parsed, FormatError):
+                continue
+            pending.append((solve_, _score_request(solve_.task, solve_.item, parsed)))
+        started = time.perf_counter()
+        results = self.services.executor.score_many([r for _, r in pending]) if pending else []
+        self.timings["execute"] = self.timings.get("execute", 0.0) + time.perf_counter() - started
+        for (solve_, _), result in zip(pending, results, strict=True):
+            solve_.score = result
+
+    def _generate(self, prompts: list[str], sampling: SamplingConfig, phase: str) -> list[Any]:
+        started = time.perf_counter()
+        out = self.services.generator.generate(prompts, sampling) if prompts else []
+        self.timings[f"generate_{phase}"] = time.perf_counter() - started
+        return out
+
+    # -- rewards, advantages, buffer -----------------------------------------------------
+    def finish(self, step: int, proposals: list[Proposal], solves: list[Solve]) -> StepOutput:
+        """Rewards, TRR++ advantages, buffer adds and the step's metrics."""
+        sp, le = self.config.selfplay, self.config.learner
+        for proposal in proposals:
+            ok = not isinstance(proposal.parsed, FormatError)
+            proposal.trajectory.reward = propose_reward(
+                ok, proposal.validation, proposal.mc_accuracies, sp.learnability_rule
+            )
+        for solve_ in solves:
+            ok = not isinstance(solve_.parsed, FormatError)
+            solve_.trajectory.reward = sp.solve_weight * solve_reward(ok, solve_.score)
+        trajectories = [p.trajectory for p in proposals] + [s.trajectory for s in solves]
+        advantages = trr_advantages(
+            [(t.task, t.role) for t in trajectories],
+            [t.reward for t in trajectories],
+            eps=le.advantage_eps,
+        )
+        samples = [
+            TrainSample(
+                prompt_token_ids=t.prompt_token_ids,
+                response_token_ids=t.token_ids,
+                behaviour_logprobs=t.logprobs,
+                advantage=a,
+                task=t.task,
+                role=t.role,
+                policy_version=t.policy_version,
+            )
+            for t, a in zip(trajectories, advantages, strict=True)
+            if t.token_ids
+        ]
+        for task in self.task_types:
+            fresh = [p.new_task for p in proposals if p.task == task and p.new_task is not None]
+            if fresh:
+                stamped = [t.model_copy(update={"step": step}) for t in fresh]
+                self.services.store.add(task, stamped)
+        return StepOutput(
+            samples, step_metrics(proposals, solves, self.task_types), proposals, solves
+        )
+
+    def run(self, step: int) -> StepOutput:
+        """Round 1, round 2, rewards: one step's training samples."""
+        self.timings = {}
+        proposals = self.propose(step)
+        solves = self.solve(step, proposals)
+        return self.finish(step, proposals, solves)
+
+
+def _score_request(task: TaskType, item: Task, parsed: ParsedAnswer) -> ScoreRequest:
+    if task == TaskType.INDUCTION:
+        assert isinstance(item, InductionTask)
+        return ScoreRequest(
+            task=task, program=item.program, answer=parsed.program or "", pairs=item.hidden
+        )
+    assert isinstance(item, Triplet)
+    answer = parsed.output if task == TaskType.DEDUCTION else parsed.inputs[0]
+    return ScoreRequest(
+        task=task, program=item.program, input=item.input, output=item.output, answer=answer or ""
+    )
+
+
+def step_metrics(
+    proposals: list[Proposal], solves: list[Solve], task_types: Sequence[TaskType]
+) -> dict[str, float]:
+    """Per task type: proposal outcomes, valid rate, learnability, solve accuracy, rewards."""
+    metrics: dict[str, float] = {}
+    mean: Callable[[Sequence[float]], float] = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
+    for task in task_types:
+        mine = [p for p in proposals if p.task == task]
+        outcomes = Counter(_proposal_outcome(p) for p in mine)
+        for outcome, count in outcomes.items():
+            metrics[f"{task}/propose/outcome/{outcome}"] = float(count)
+        valid = [p for p in mine if p.new_task is not None]
+        metrics[f"{task}/propose/valid_rate"] = len(valid) / len(mine) if mine else 0.0
+        metrics[f"{task}/propose/learnability"] = mean(
+            [learnability(p.mc_accuracies, "paper") for p in valid if p.mc_accuracies]
+        )
+        metrics[f"{task}/propose/reward"] = mean([p.trajectory.reward for p in mine])
+        solved = [s for s in solves if s.task == task]
+        metrics[f"{task}/solve/accuracy"] = mean([s.accuracy for s in solved])
+        metrics[f"{task}/solve/format_ok"] = mean(
+            [0.0 if isinstance(s.parsed, FormatError) else 1.0 for s in solved]
+        )
+        metrics[f"{task}/solve/reward"] = mean([s.trajectory.reward for s in solved])
+        metrics[f"{task}/solve/count"] = float(len(solved))
+    return metrics
+
+
+def _proposal_outcome(proposal: Proposal) -> str:
+    if isinstance(proposal.parsed, FormatError):
+        return f"format_error:{proposal.parsed.reason}"
+    if proposal.validation is None or not proposal.validation.valid:
+        reason = proposal.validation.reason if proposal.validation else "unvalidated"
+        return f"invalid:{reason}"
+    return "valid"

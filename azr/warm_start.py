@@ -1,0 +1,390 @@
+"""Supervised warm start of the tiny model on well-formed AZR responses (a stand-in for pretraining).
+
+A randomly initialised model almost never writes a parsable response, let alone a valid
+program, which would leave self-play's valid-proposal path (Monte-Carlo solves, learnability,
+buffer growth) unexercised. So before self-play the tiny model is trained for a few hundred
+AdamW steps on responses rendered with `azr.prompts.format_response` for prompts built with the
+real prompt builders, from the *train half* of CRUXEval; it is evaluated on the other half.
+
+Split rule (fixed): a CRUXEval record whose id number (``sample_<k>``) is even is train, odd is
+eval. Proposal targets come from the shortest train programs only: a model this small can learn
+to reproduce a small pool of short programs, not 400 long ones.
+
+Nothing here executes a program: CRUXEval inputs/outputs are read with `ast.literal_eval`, and
+the evaluation checks syntax (``ast.parse``) and literal-ness, never runs generated code.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import logging
+import math
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from azr import prompts
+from azr.config import DEFAULT_BANNED_MODULES, TinyModelConfig
+from azr.parsing import FormatError, parse_response
+from azr.tasks import Role, TaskType, Triplet
+
+log = logging.getLogger(__name__)
+
+WARM_RECIPE_VERSION = 1
+NUM_REFERENCES = 2
+"""References per warm-start proposer prompt (self-play uses K=6; 2 keeps sequences short)."""
+INDUCTION_INPUTS = 4
+"""Inputs per warm-start induction proposal."""
+PROPOSAL_POOL = 48
+"""Shortest train programs used as proposal targets and references."""
+MAX_SEQ_TOKENS = 768
+"""Examples longer than this (prompt + response) are dropped from training."""
+TIMEOUT_S = 10.0
+COMBOS = [(t, r) for r in (Role.PROPOSE, Role.SOLVE) for t in TaskType]
+
+_THINK = {
+    (TaskType.DEDUCTION, Role.PROPOSE): "I write a short new program and an input for it.",
+    (TaskType.ABDUCTION, Role.PROPOSE): "I write a short new program and an input for it.",
+    (TaskType.INDUCTION, Role.PROPOSE): "I pick varied inputs and describe the program.",
+    (TaskType.DEDUCTION, Role.SOLVE): "I trace f on the input step by step.",
+    (TaskType.ABDUCTION, Role.SOLVE): "I look for an input that gives the output.",
+    (TaskType.INDUCTION, Role.SOLVE): "I write a function that fits the examples.",
+}
+
+
+@dataclass(frozen=True)
+class WarmExample:
+    """One supervised example: a user prompt and the well-formed response to learn."""
+
+    task: TaskType
+    role: Role
+    prompt: str
+    response: str
+
+
+def split_cruxeval(records: list[dict[str, str]]) -> tuple[list[Triplet], list[Triplet]]:
+    """(train, eval) by the fixed rule: even id number → train, odd → eval.
+
+    Records without an input (zero-argument programs) are left out of both halves.
+    """
+    train, held_out = [], []
+    for record in records:
+        number = int(record["id"].rsplit("_", 1)[-1])
+        if not record["input"].strip():  # zero-argument programs: AZR asks for >= 1 parameter
+            continue
+        triplet = Triplet(program=record["code"], input=record["input"], output=record["output"])
+        (train if number % 2 == 0 else held_out).append(triplet)
+    return train, held_out
+
+
+def _variants(input_text: str, count: int) -> list[str]:
+    """`count` distinct inputs near a trusted CRUXEval input (type-preserving literal edits)."""
+    args = list(ast.literal_eval(f"({input_text},)"))
+    out = [input_text]
+    for shift in range(1, 50):
+        if len(out) >= count:
+            break
+        changed = [_nudge(arg, shift) for arg in args]
+        text = ", ".join(repr(a) for a in changed)
+        if text not in out:
+            out.append(text)
+    return out
+
+
+def _nudge(value: object, shift: int) -> object:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return value + shift
+    if isinstance(value, str):
+        return value + "abcdefghij"[shift % 10] if value else "x" * shift
+    if isinstance(value, list):
+        return value[shift % len(value) :] + value[: shift % len(value)] if value else [shift]
+    if isinstance(value, tuple):
+        return tuple(_nudge(list(value), shift))
+    if isinstance(value, dict):
+        return {**value, f"k{shift}": shift}
+    return value
+
+
+def _hint(triplet: Triplet) -> str:
+    ok_in, args = _literal(f"({triplet.input},)")
+    ok_out, output = _literal(triplet.output)
+    if not (ok_in and ok_out):  # a few CRUXEval values are calls such as set()
+        return "Compare how the outputs change with the inputs."
+    nargs, kind = len(args), type(output).__name__
+    plural = "s" if nargs != 1 else ""
+    return f"The function takes {nargs} argument{plural} and returns a {kind}."
+
+
+def build_examples(train: list[Triplet], *, seed: int) -> list[WarmExample]:
+    """Six (task, role) examples per train triplet (proposals from the short-program pool)."""
+    rng = random.Random(seed)
+    banned = DEFAULT_BANNED_MODULES
+    literal_inputs = [t for t in train if _literal(f"({t.input},)")[0]]
+    pool = sorted(literal_inputs, key=lambda t: (len(t.program), t.program))[:PROPOSAL_POOL]
+    examples = []
+
+    def add(task: TaskType, role: Role, prompt: str, **blocks: object) -> None:
+        response = prompts.format_response(task, role, think=_THINK[(task, role)], **blocks)
+        examples.append(WarmExample(task, role, prompt, response))
+
+    for target in pool:
+        others = [t for t in pool if t is not target]
+        for task in (TaskType.DEDUCTION, TaskType.ABDUCTION):
+            refs = rng.sample(others, NUM_REFERENCES)
+            builder = (
+                prompts.propose_deduction_prompt
+                if task == TaskType.DEDUCTION
+                else prompts.propose_abduction_prompt
+            )
+            prompt = builder(refs, banned_modules=banned, timeout_s=TIMEOUT_S)
+            add(task, Role.PROPOSE, prompt, program=target.program, inputs=[target.input])
+        prompt = prompts.propose_induction_prompt(
+            target.program, n_inputs=INDUCTION_INPUTS, timeout_s=TIMEOUT_S
+        )
+        inputs = _variants(target.input, INDUCTION_INPUTS)
+        add(TaskType.INDUCTION, Role.PROPOSE, prompt, inputs=inputs, message=_hint(target))
+    for t in train:
+        add(
+            TaskType.DEDUCTION,
+            Role.SOLVE,
+            prompts.solve_deduction_prompt(t.program, t.input),
+            output=t.output,
+        )
+        add(
+            TaskType.ABDUCTION,
+            Role.SOLVE,
+            prompts.solve_abduction_prompt(t.program, t.output),
+            inputs=[t.input],
+        )
+        add(
+            TaskType.INDUCTION,
+            Role.SOLVE,
+            prompts.solve_induction_prompt([(t.input, t.output)], _hint(t)),
+            program=t.program,
+        )
+    rng.shuffle(examples)
+    return examples
+
+
+def corpus_texts(records: list[dict[str, str]], *, seed: int) -> list[str]:
+    """Prompt and response texts of the train half, for training the tokenizer."""
+    train, _ = split_cruxeval(records)
+    return [text for ex in build_examples(train, seed=seed) for text in (ex.prompt, ex.response)]
+
+
+def ensure_warm_started(base: Path, tiny: TinyModelConfig, cache_dir: Path) -> Path:
+    """The warm-started model for `base`, trained once and cached by a hash of its inputs."""
+    from azr.tiny_model import build_lock, cruxeval_path, is_complete, load_cruxeval, publish
+
+    train, held_out = split_cruxeval(load_cruxeval(cruxeval_path(tiny)))
+    examples = build_examples(train, seed=tiny.seed)
+    settings = tiny.model_dump(
+        include={"warm_start_steps", "warm_start_lr", "warm_start_batch_size"}
+    )
+    hasher = hashlib.sha256(json.dumps([WARM_RECIPE_VERSION, base.name, settings]).encode())
+    for ex in examples:
+        hasher.update(ex.prompt.encode() + b"\0" + ex.response.encode() + b"\0")
+    key = "tiny-warm-" + hasher.hexdigest()[:16]
+    final = cache_dir / key
+    if is_complete(final):
+        return final
+    with build_lock(cache_dir, key):
+        if is_complete(final):
+            return final
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir))
+        try:
+            report = train_and_save(base, staging, examples, tiny)
+            report["eval"] = evaluate(staging, held_out, seed=tiny.seed)
+            (staging / "warm_start.json").write_text(json.dumps(report, indent=2))
+            log.info("warm start: %s", json.dumps(report))
+            return publish(staging, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _encode(tokenizer, example: WarmExample) -> tuple[list[int], int]:
+    """Token ids of chat(prompt) + response + <|im_end|>, and where the response starts."""
+    prompt_ids = tokenizer(prompts.render_chat(tokenizer, example.prompt))["input_ids"]
+    response_ids = tokenizer(example.response)["input_ids"] + [tokenizer.eos_token_id]
+    return prompt_ids + response_ids, len(prompt_ids)
+
+
+def train_and_save(
+    base: Path, out: Path, examples: list[WarmExample], tiny: TinyModelConfig
+) -> dict:
+    """AdamW on the response tokens (prompt tokens masked), then save model + tokenizer to `out`."""
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    # Proposals are few (one pool) but matter most for self-play: half of every batch.
+    kept = [(ex.role, _encode(tokenizer, ex)) for ex in examples]
+    kept = [(role, e) for role, e in kept if len(e[0]) <= MAX_SEQ_TOKENS]
+    proposals = [e for role, e in kept if role == Role.PROPOSE]
+    solves = [e for role, e in kept if role == Role.SOLVE]
+    torch.manual_seed(tiny.seed)
+    rng = random.Random(tiny.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tiny.warm_start_lr, weight_decay=0.01)
+    steps = tiny.warm_start_steps
+    warmup = max(1, steps // 20)
+
+    def lr_factor(step: int) -> float:  # linear warm-up, cosine decay to 10 %
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    model.train()
+    started, losses, done = time.perf_counter(), [], 0
+    for step in (bar := tqdm(range(steps), desc="warm start", unit="step")):
+        half = tiny.warm_start_batch_size // 2
+        batch = rng.sample(proposals, min(half, len(proposals)))
+        batch += rng.sample(solves, min(tiny.warm_start_batch_size - len(batch), len(solves)))
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id)
+        labels = torch.full((len(batch), width), -100)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (ids, start) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, start : len(ids)] = torch.tensor(ids[start:])
+            mask[row, : len(ids)] = 1
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        done = step + 1
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if time.perf_counter() - started > tiny.warm_start_max_seconds:
+            log.warning("warm start stopped at step %d: time cap reached", done)
+            break
+    model.eval()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return {
+        "steps": done,
+        "seconds": round(time.perf_counter() - started, 1),
+        "examples": len(kept),
+        "loss_first": losses[0] if losses else None,
+        "loss_last": sum(losses[-10:]) / max(1, len(losses[-10:])),
+    }
+
+
+def eval_prompts(held_out: list[Triplet], per_combo: int, *, seed: int) -> list[WarmExample]:
+    """`per_combo` prompts per (task, role) from the eval half; responses are the references."""
+    return [
+        ex
+        for combo in COMBOS
+        for ex in _by_combo(build_examples(held_out, seed=seed), combo)[:per_combo]
+    ]
+
+
+def _by_combo(examples: list[WarmExample], combo: tuple[TaskType, Role]) -> list[WarmExample]:
+    return [ex for ex in examples if (ex.task, ex.role) == combo]
+
+
+def program_is_valid_syntax(program: str | None) -> bool:
+    """Parses as Python and defines a top-level `f` (static check only, nothing runs)."""
+    if not program:
+        return False
+    try:
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return any(isinstance(n, ast.FunctionDef) and n.name == "f" for n in tree.body)
+
+
+def _literal(text: str) -> tuple[bool, object]:
+    try:
+        return True, ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
+        return False, None
+
+
+def evaluate(
+    model_dir: Path, held_out: list[Triplet], *, seed: int, per_combo: int = 8, samples: int = 16
+) -> dict:
+    """Figures on the eval half: greedy format-valid rate per combination, CRUXEval-O accuracy,
+    and the valid-program rate of temperature-1 sampled deduction/abduction proposals."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    examples = eval_prompts(held_out, per_combo, seed=seed)
+
+    def generate(batch: list[WarmExample], *, sample: bool) -> list[str]:
+        texts = [prompts.render_chat(tokenizer, ex.prompt) for ex in batch]
+        enc = tokenizer(texts, return_tensors="pt", padding=True)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = model.generate(
+                **enc,
+                max_new_tokens=256,
+                do_sample=sample,
+                temperature=1.0 if sample else None,
+                top_p=1.0 if sample else None,
+                top_k=0 if sample else None,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    report: dict[str, object] = {}
+    correct_o = total_o = 0
+    for task, role in COMBOS:
+        batch = _by_combo(examples, (task, role))
+        parsed = [parse_response(text, task, role) for text in generate(batch, sample=False)]
+        ok = [p for p in parsed if not isinstance(p, FormatError)]
+        report[f"format_valid/{task}/{role}"] = len(ok) / len(batch)
+        if (task, role) == (TaskType.DEDUCTION, Role.SOLVE):
+            for ex, p in zip(batch, parsed, strict=True):
+                total_o += 1
+                if isinstance(p, FormatError) or p.output is None:
+                    continue
+                want = _literal(_block_of(ex.response, task, role))
+                got = _literal(p.output)
+                correct_o += int(got[0] and want[0] and got[1] == want[1])
+    report["cruxeval_o_accuracy"] = correct_o / max(1, total_o)
+    proposals = [ex for ex in examples if ex.role == Role.PROPOSE and ex.task != TaskType.INDUCTION]
+    batch = [proposals[i % len(proposals)] for i in range(samples)]
+    valid = 0
+    for ex, text in zip(batch, generate(batch, sample=True), strict=True):
+        p = parse_response(text, ex.task, ex.role)
+        if isinstance(p, FormatError) or len(p.inputs) != 1:
+            continue
+        valid += int(program_is_valid_syntax(p.program) and _literal(f"({p.inputs[0]},)")[0])
+    report["proposal_valid_program_rate"] = valid / len(batch)
+    return report
+
+
+def _block_of(response: str, task: TaskType, role: Role) -> str:
+    parsed = parse_response(response, task, role)
+    assert not isinstance(parsed, FormatError) and parsed.output is not None
+    return parsed.output
+
+
+def main() -> None:
+    """Build (or reuse) the default tiny model and print its warm-start report."""
+    from azr.config import ModelConfig
+    from azr.tiny_model import ensure_model
+
+    logging.basicConfig(level=logging.INFO)
+    path = ensure_model(ModelConfig())
+    print(path)
+    print((path / "warm_start.json").read_text())
+
+
+if __name__ == "__main__":
+    main()

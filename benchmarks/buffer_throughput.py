@@ -1,0 +1,161 @@
+"""Buffer service throughput: batched adds/s and sampling latency at 100,000 entries.
+
+Measures the same workload twice in one run: in process (``TaskBuffers``, the baseline) and
+through the Ray actor (``create_buffer_actor``; every figure includes the Ray call), then
+prints the ratio actor / in-process, i.e. what the actor boundary costs.
+
+Entries are CRUXEval triplets (literal inputs only), each program made distinct by a small
+extra helper function, so every add pays the full validation, dedup-key and fsync cost.
+Targets (issue 4): >= 10,000 adds/s batched; ``sample_tasks(64)`` p99 <= 5 ms.
+
+    .venv/bin/python benchmarks/buffer_throughput.py [--entries 100000] [--batch 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import ray
+from tqdm import tqdm
+
+from azr.config import BufferConfig
+from azr.tasks import TaskType, Triplet
+from buffer_service import TaskBuffers, create_buffer_actor
+from buffer_service.entries import EntryRejected, normalise_input
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cruxeval.jsonl"
+D = TaskType.DEDUCTION
+PER_STEP = 192  # 3 task types x B=64: entries carry realistic producing steps
+
+
+def make_entries(count: int) -> list[Triplet]:
+    """``count`` distinct, valid deduction triplets built from CRUXEval."""
+    rows = [json.loads(line) for line in DATA.read_text().splitlines()]
+    usable = []
+    for row in rows:
+        try:
+            normalise_input(row["input"])
+        except EntryRejected:
+            continue  # a few CRUXEval inputs are expressions, not literals
+        usable.append(row)
+    out = []
+    for i in range(count):
+        row = usable[i % len(usable)]
+        program = f"{row['code']}\n\ndef _variant_{i}():\n    return {i}\n"
+        out.append(
+            Triplet(
+                program=program,
+                input=row["input"],
+                output=row["output"],
+                step=1 + i // PER_STEP,
+                policy_version=i // PER_STEP,
+            )
+        )
+    return out
+
+
+def fill(
+    add: Callable[[list[Triplet], str], object], entries: list[Triplet], batch: int, label: str
+):
+    """Add all entries in batches; returns (wall seconds, CPU seconds of this process)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for start in tqdm(range(0, len(entries), batch), desc=f"{label}: adds", unit="batch"):
+        add(entries[start : start + batch], f"bench-{start}")
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def latencies_ms(call: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(p50, p99) wall milliseconds of ``call``."""
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - start) * 1e3)
+    samples.sort()
+    return statistics.median(samples), samples[min(len(samples) - 1, int(0.99 * len(samples)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=2000, help="sampling calls per figure")
+    args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()}; cores: {os.cpu_count()}")
+    entries = make_entries(args.entries)
+    last_step = entries[-1].step
+    scratch = Path(tempfile.mkdtemp(prefix="azr-buffer-bench-"))
+    rows: dict[str, dict[str, float]] = {}
+
+    buffers = TaskBuffers(scratch / "inproc", seed=0)
+    wall, cpu = fill(lambda b, rid: buffers.add_many(D, b, rid), entries, args.batch, "in-process")
+    assert buffers.size(D) == args.entries + 1
+    rows["in-process"] = {
+        "adds_per_s": args.entries / wall,
+        "adds_per_cpu_s": args.entries / cpu,
+        "tasks": latencies_ms(lambda: buffers.sample_tasks(D, 64, step=last_step), args.repeats),
+        "refs": latencies_ms(lambda: buffers.sample_references(D, 6), args.repeats),
+    }
+    start = time.perf_counter()
+    buffers.close()
+    reopened = TaskBuffers(scratch / "inproc", seed=0)
+    reopen_s = time.perf_counter() - start
+    assert reopened.size(D) == args.entries + 1
+    reopened.close()
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        actor = create_buffer_actor(BufferConfig(), scratch / "actor", seed=0)
+        ray.get(actor.size.remote(D))  # started
+        wall, cpu = fill(
+            lambda b, rid: ray.get(actor.add_many.remote(D, b, rid)), entries, args.batch, "actor"
+        )
+        assert ray.get(actor.size.remote(D)) == args.entries + 1
+        rows["actor"] = {
+            "adds_per_s": args.entries / wall,
+            "adds_per_cpu_s": float("nan"),  # the work happens in the actor's process
+            "tasks": latencies_ms(
+                lambda: ray.get(actor.sample_tasks.remote(D, 64, True, last_step)), args.repeats
+            ),
+            "refs": latencies_ms(
+                lambda: ray.get(actor.sample_references.remote(D, 6)), args.repeats
+            ),
+        }
+    finally:
+        ray.shutdown()
+
+    print(
+        f"\nbuffer of {args.entries:,} entries, batches of {args.batch}; "
+        f"reopen (replay) of the in-process store: {reopen_s:.2f} s"
+    )
+    print(
+        f"{'':12}{'adds/s':>10}{'adds/CPU-s':>12}{'tasks64 p50':>13}{'p99 ms':>8}"
+        f"{'refs6 p50':>11}{'p99 ms':>8}"
+    )
+    for name, r in rows.items():
+        print(
+            f"{name:12}{r['adds_per_s']:>10,.0f}{r['adds_per_cpu_s']:>12,.0f}"
+            f"{r['tasks'][0]:>13.3f}{r['tasks'][1]:>8.3f}{r['refs'][0]:>11.3f}{r['refs'][1]:>8.3f}"
+        )
+    base, act = rows["in-process"], rows["actor"]
+    print(
+        f"ratio actor/in-process: adds/s {act['adds_per_s'] / base['adds_per_s']:.2f}, "
+        f"sample_tasks(64) p50 {act['tasks'][0] / base['tasks'][0]:.1f}x, "
+        f"p99 {act['tasks'][1] / base['tasks'][1]:.1f}x"
+    )
+    print(
+        f"targets: adds/s >= 10,000 -> actor {act['adds_per_s']:,.0f}; "
+        f"sample_tasks(64) p99 <= 5 ms -> actor {act['tasks'][1]:.3f} ms"
+    )
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

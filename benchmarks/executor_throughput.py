@@ -1,0 +1,128 @@
+"""Executor throughput: CRUXEval validation with the full determinism rule, vs a bare baseline.
+
+Validates the 800 CRUXEval programs (each with its input) through ``SandboxExecutor`` on every
+backend available here (process; docker when an engine and the image are present) and prints
+programs/s and p50/p99 latency. In the same run it measures the *bare baseline*: one warm worker
+process that receives (program, input) over a ``multiprocessing.Pipe``, execs the program and
+calls ``f`` twice on freshly parsed inputs - no isolation, one program at a time - and prints our
+throughput as a ratio of it. Targets: process backend (2 slots) >= 0.30x bare (stretch 0.40x);
+docker >= 0.8x process.
+
+    .venv/bin/python benchmarks/executor_throughput.py [--slots 2] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import multiprocessing
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from azr.config import ExecutorConfig  # noqa: E402
+from azr.tasks import ValidateRequest  # noqa: E402
+from executor_pool.executor import SandboxExecutor  # noqa: E402
+
+DATA = Path("/work/shared/data/cruxeval.jsonl")
+
+
+def _bare_worker(conn) -> None:  # type: ignore[no-untyped-def]
+    """The baseline: exec + two calls on freshly parsed inputs, no isolation at all."""
+    while True:
+        message = conn.recv()
+        if message is None:
+            return
+        program, text = message
+        try:
+            namespace: dict = {}
+            exec(program, namespace)
+            outputs = []
+            for _ in range(2):
+                call = ast.parse(f"f({text})", mode="eval").body
+                args = [ast.literal_eval(arg) for arg in call.args]  # type: ignore[attr-defined]
+                outputs.append(repr(namespace["f"](*args)))
+            conn.send(("ok", outputs[0]))
+        except BaseException as error:  # noqa: BLE001 - the baseline reports, never dies
+            conn.send(("error", type(error).__name__))
+
+
+def bare_baseline(rows: list[dict]) -> tuple[float, list[float]]:
+    """Programs/s and per-program latencies of the bare worker (literal inputs only)."""
+    parent, child = multiprocessing.Pipe()
+    worker = multiprocessing.get_context("fork").Process(target=_bare_worker, args=(child,))
+    worker.start()
+    latencies = []
+    start = time.perf_counter()
+    for row in tqdm(rows, desc="bare baseline", leave=False):
+        sent = time.perf_counter()
+        parent.send((row["code"], row["input"]))
+        parent.recv()
+        latencies.append(time.perf_counter() - sent)
+    elapsed = time.perf_counter() - start
+    parent.send(None)
+    worker.join()
+    return len(rows) / elapsed, latencies
+
+
+def sandbox_run(backend: str, rows: list[dict], slots: int) -> tuple[float, dict, int]:
+    """Programs/s, executor stats and the number of valid results for one backend."""
+    config = ExecutorConfig(backend=backend, slots=slots, timeout_s=5.0)  # type: ignore[arg-type]
+    requests = [ValidateRequest(program=row["code"], inputs=(row["input"],)) for row in rows]
+    with SandboxExecutor(config) as executor:
+        executor.validate_many(requests[:20])  # warm-up (and docker start)
+        start = time.perf_counter()
+        results = []
+        for offset in tqdm(range(0, len(requests), 100), desc=f"{backend} sandbox", leave=False):
+            results += executor.validate_many(requests[offset : offset + 100])
+        elapsed = time.perf_counter() - start
+        stats = executor.stats()
+    return len(rows) / elapsed, stats, sum(result.valid for result in results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slots", type=int, default=2, help="parallel slots (workers)")
+    parser.add_argument("--backends", default="process,docker")
+    args = parser.parse_args()
+    rows = [json.loads(line) for line in DATA.read_text().splitlines()]
+    literal_rows = [row for row in rows if _is_literal_input(row["input"])]
+
+    bare_rate, bare_latencies = bare_baseline(literal_rows)
+    q = statistics.quantiles(bare_latencies, n=100)
+    print(f"bare baseline : {bare_rate:8.1f} programs/s  p50 {q[49] * 1e3:.2f} ms  p99 {q[98] * 1e3:.2f} ms")
+    rates = {}
+    for backend in args.backends.split(","):
+        try:
+            rate, stats, valid = sandbox_run(backend, rows, args.slots)
+        except Exception as error:  # noqa: BLE001 - an unavailable backend is reported, not fatal
+            print(f"{backend:<14}: unavailable ({type(error).__name__}: {error})"[:300])
+            continue
+        rates[backend] = rate
+        latency = stats["latency_s"]
+        print(
+            f"{backend + ' sandbox':<14}: {rate:8.1f} programs/s  p50 {latency['p50'] * 1e3:.2f} ms"
+            f"  p99 {latency['p99'] * 1e3:.2f} ms  ({args.slots} slots, {valid} valid of {len(rows)})"
+            f"  ratio vs bare {rate / bare_rate:.3f}x"
+        )
+    if "process" in rates and "docker" in rates:
+        print(f"docker / process: {rates['docker'] / rates['process']:.3f}x")
+
+
+def _is_literal_input(text: str) -> bool:
+    try:
+        call = ast.parse(f"f({text})", mode="eval").body
+        [ast.literal_eval(arg) for arg in call.args]  # type: ignore[attr-defined]
+    except (ValueError, SyntaxError):
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    main()

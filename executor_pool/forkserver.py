@@ -1,0 +1,759 @@
+"""The sandbox fork-server: runs untrusted programs, one fresh forked process per program.
+
+STDLIB ONLY: this file runs on the host (process backend) and inside the executor container
+(docker backend, Debian's python3, no azr package). Start it with a minimal interpreter, e.g.
+``python3 -s -S -P forkserver.py --slots 4`` and an (almost) empty environment.
+
+Processes
+    front      this script without ``--zygote``: speaks the wire protocol on stdin/stdout,
+               owns S slots, and starts two warm *zygotes* with different PYTHONHASHSEEDs.
+    zygote A/B ``--zygote``: small warm parents that fork one child per program run and
+               enforce the wall-clock limit. A's child calls ``f`` twice per input (each on a
+               freshly parsed copy), B's once, so determinism is checked across two calls in
+               one process and across two processes with different hash secrets.
+    child      new session; when root: chroot into a fresh empty directory, its own uid per
+               slot, rlimits (AS, CPU, FSIZE, NOFILE, NPROC, CORE), empty environment, stdin
+               and stdout/stderr on /dev/null. The zygotes live in a network namespace with no
+               interface up. After each run the zygote kills the process group and every
+               process of the slot uid, so nothing the program spawned survives.
+
+Wire protocol (newline-delimited JSON, UTF-8, one object per line)
+    server -> client, first line:
+        {"hello": 1, "pid": int, "slots": S, "isolation": {...}, "hash_seeds_differ": true}
+    client -> server, any number pipelined (at most S run at once, the rest queue):
+        {"id": ID, "op": "validate", "program": str, "inputs": [str, ...], "timeout": float}
+        {"id": ID, "op": "run", "program": str, "inputs": [str, ...], "timeout": float,
+         "keep_going": bool}
+        {"id": ID, "op": "ping"}
+    server -> client, one line per request, in completion order (match on ID):
+        {"id": ID, "status": STATUS, "results": [[STATUS, REPR_OR_NULL], ...], "wall_s": float}
+    ``validate`` runs A (two calls per input) and B (one call); ``run`` runs one child, one call
+    per input (scoring), stopping at the first failure unless ``keep_going``. ``timeout`` is per
+    call. The request STATUS is the first non-"ok" per-input status, else "ok". REPR is the
+    canonical repr of the output (see ``canonical_repr``). Per-input STATUS values: ok,
+    timeout, memory, exception:<Type>, nondeterministic, output_too_large, non_literal_output,
+    non_literal_input, no_entry, crash:<how>, skipped (not run after an earlier failure);
+    request-level only: bad_request. Nothing but these small JSON messages crosses back.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import contextlib
+import gc
+import json
+import math
+import os
+import select
+import selectors
+import signal
+import sys
+
+PROTOCOL_VERSION = 1
+PLAIN_SCALARS = (type(None), bool, int, float, complex, str, bytes)
+# Common pure modules imported before forking: the child runs chrooted in an empty directory,
+# so these are the only modules a program can import (and importing them costs nothing).
+DEFAULT_PRELOAD = (
+    "math,cmath,collections,itertools,functools,operator,string,re,heapq,bisect,copy,"
+    "fractions,decimal,numbers,textwrap,unicodedata,array,enum,typing,dataclasses,json,"
+    "encodings.utf_16,encodings.utf_32,encodings.latin_1,encodings.ascii,"
+    "encodings.unicode_escape,encodings.raw_unicode_escape,encodings.cp1252,encodings.idna"
+)
+
+
+# ----------------------------------------------------------------------------- literals
+class OutputTooLarge(Exception):
+    """The canonical repr would exceed the size cap."""
+
+
+class NonLiteral(Exception):
+    """The value is not a plain literal (custom object, function, NaN, cycle ...)."""
+
+
+def canonical_repr(value: object, max_chars: int) -> str:
+    """Repr of a plain literal, equal for equal values under any hash seed.
+
+    Sets and frozensets list their elements sorted by canonical repr; only exact builtin types
+    qualify (subclasses may override ``__eq__``/``__repr__``), floats must be finite.
+    """
+    parts: list[str] = []
+    budget = [max_chars]
+    _render(value, parts, budget, set())
+    return "".join(parts)
+
+
+def _emit(text: str, parts: list[str], budget: list[int]) -> None:
+    budget[0] -= len(text)
+    if budget[0] < 0:
+        raise OutputTooLarge
+    parts.append(text)
+
+
+def _render(value: object, parts: list[str], budget: list[int], active: set[int]) -> None:
+    kind = type(value)
+    if kind is int and value.bit_length() > budget[0] * 4:  # > budget decimal digits
+        raise OutputTooLarge
+    if kind is float and not math.isfinite(value):
+        raise NonLiteral("float")
+    if kind is complex and not (math.isfinite(value.real) and math.isfinite(value.imag)):
+        raise NonLiteral("complex")
+    if kind in PLAIN_SCALARS:
+        _emit(repr(value), parts, budget)
+        return
+    if kind not in (list, tuple, dict, set, frozenset):
+        raise NonLiteral(kind.__name__ if isinstance(kind.__name__, str) else "object")
+    if id(value) in active:
+        raise NonLiteral("cycle")
+    active.add(id(value))
+    if kind is dict:
+        _emit("{", parts, budget)
+        for n, (key, item) in enumerate(value.items()):
+            _emit(", " if n else "", parts, budget)
+            _render(key, parts, budget, active)
+            _emit(": ", parts, budget)
+            _render(item, parts, budget, active)
+        _emit("}", parts, budget)
+    elif kind in (set, frozenset):
+        items = sorted(canonical_repr(item, budget[0]) for item in value)
+        if not items:
+            _emit("set()" if kind is set else "frozenset()", parts, budget)
+        else:
+            body = "{" + ", ".join(items) + "}"
+            _emit(body if kind is set else "frozenset(" + body + ")", parts, budget)
+    else:
+        opening, closing = ("[", "]") if kind is list else ("(", ")")
+        _emit(opening, parts, budget)
+        for n, item in enumerate(value):
+            _emit(", " if n else "", parts, budget)
+            _render(item, parts, budget, active)
+        _emit("," + closing if kind is tuple and len(value) == 1 else closing, parts, budget)
+    active.discard(id(value))
+
+
+def literal_value(node: ast.AST) -> object:
+    """Value of a literal expression node: ``ast.literal_eval``'s rules plus ``set()`` and
+    ``frozenset(<literal>)`` (which canonical reprs contain); no ``...``, no other calls."""
+    if isinstance(node, ast.Constant):
+        if type(node.value) not in PLAIN_SCALARS:
+            raise ValueError("not a plain literal")
+        return node.value
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        items = [literal_value(item) for item in node.elts]
+        return (
+            tuple(items)
+            if isinstance(node, ast.Tuple)
+            else (items if isinstance(node, ast.List) else set(items))
+        )
+    if isinstance(node, ast.Dict):
+        if any(key is None for key in node.keys):
+            raise ValueError("dict unpacking")
+        return {
+            literal_value(k): literal_value(v) for k, v in zip(node.keys, node.values, strict=True)
+        }  # type: ignore[arg-type]
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("set", "frozenset")
+        and not node.keywords
+        and len(node.args) <= 1
+        and not any(isinstance(arg, ast.Starred) for arg in node.args)
+    ):
+        maker = set if node.func.id == "set" else frozenset
+        return maker(literal_value(node.args[0])) if node.args else maker()
+    if isinstance(node, (ast.UnaryOp, ast.BinOp)):
+        return ast.literal_eval(node)  # signed numbers and complex literals, nothing else
+    raise ValueError(f"not a literal: {type(node).__name__}")
+
+
+def parse_literal(text: str) -> object:
+    """Parse one literal value from text (raises ValueError/SyntaxError/RecursionError...)."""
+    return literal_value(ast.parse(text.strip(), mode="eval").body)
+
+
+def parse_arguments(text: str) -> tuple:
+    """Parse an argument list ``"1, [2], 'a',"`` as ``f(<text>)``: positional literals only."""
+    call = ast.parse("f(" + text + "\n)", mode="eval").body
+    if not isinstance(call, ast.Call) or call.keywords:
+        raise ValueError("not a positional argument list")
+    if any(isinstance(arg, ast.Starred) for arg in call.args):
+        raise ValueError("starred argument")
+    return tuple(literal_value(arg) for arg in call.args)
+
+
+# ----------------------------------------------------------------------------- child
+def _type_name(error: BaseException) -> str:
+    """Exception type name that a hostile metaclass cannot spoof; identifier chars only."""
+    name = type.__dict__["__name__"].__get__(type(error))
+    clean = "".join(ch for ch in str(name)[:64] if ch.isalnum() or ch == "_")
+    return clean or "Exception"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _run_program(job: dict, out_fd: int) -> None:
+    """Execute the program in this (already sandboxed) process; one JSON line per input."""
+    namespace = {"__name__": "__azr__", "__builtins__": dict(builtins.__dict__)}
+    repeat, limit, keep_going = job["repeat"], job["max_output_chars"], job["keep_going"]
+    try:
+        exec(compile(job["program"], "<program>", "exec"), namespace)
+        entry = namespace.get("f")
+        load_error = None if callable(entry) else "no_entry"
+    except MemoryError:
+        load_error = "memory"
+    except BaseException as error:  # any exception, SystemExit and KeyboardInterrupt included
+        load_error = "exception:" + _type_name(error)
+    for index, text in enumerate(job["inputs"]):
+        status, shown = "ok", None
+        try:
+            if load_error:
+                raise _Failed(load_error)
+            seen = []
+            for _ in range(repeat):
+                try:
+                    args = parse_arguments(text)  # freshly parsed: f may mutate its arguments
+                except Exception:
+                    raise _Failed("non_literal_input") from None
+                seen.append(canonical_repr(entry(*args), limit))
+                _write_all(out_fd, b'{"p": 1}\n')  # progress: the zygote restarts the call clock
+            if any(other != seen[0] for other in seen):
+                raise _Failed("nondeterministic")
+            shown = seen[0]
+        except _Failed as failure:
+            status = failure.args[0]
+        except OutputTooLarge:
+            status = "output_too_large"
+        except NonLiteral:
+            status = "non_literal_output"
+        except MemoryError:
+            status = "memory"
+        except BaseException as error:
+            status = "exception:" + _type_name(error)
+        _write_all(out_fd, (json.dumps({"i": index, "s": status, "v": shown}) + "\n").encode())
+        if status != "ok" and not keep_going:
+            break
+    _write_all(out_fd, b'{"end": 1}\n')
+
+
+class _Failed(Exception):
+    """Internal: carries a per-input status out of the call loop."""
+
+
+def _child_main(job: dict, out_fd: int, isolation: dict, devnull: int) -> None:
+    """Body of a forked child: isolate, run, exit. Never returns."""
+    code = 0
+    try:
+        os.setsid()
+        os.dup2(out_fd, 3)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.closerange(4, 65536)
+        uid, workdir = job.get("uid"), job["workdir"]
+        if _LIBC is not None:
+            _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the zygote
+        calls = max(1, len(job["inputs"])) * job["repeat"]
+        cpu = int(job["timeout"] * calls) + 2
+        limits = {
+            "RLIMIT_AS": job["memory_mb"] << 20,
+            "RLIMIT_CPU": cpu,
+            "RLIMIT_FSIZE": 1 << 20,
+            "RLIMIT_NOFILE": 16,
+            "RLIMIT_CORE": 0,
+        }
+        if uid is not None:
+            limits["RLIMIT_NPROC"] = 8  # per real uid: counts only this slot's processes
+        for name, value in limits.items():
+            _RESOURCE.setrlimit(getattr(_RESOURCE, name), (value, value))
+        if isolation["chroot"]:
+            os.chroot(workdir)
+            os.chdir("/")
+        else:
+            os.chdir(workdir)
+        if uid is not None:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+        os.environ.clear()
+    except BaseException:
+        os._exit(71)  # the zygote reports crash:setup; never run without the sandbox
+    try:
+        _run_program(job, 3)
+    except BaseException:
+        code = 72
+    os._exit(code)
+
+
+# ----------------------------------------------------------------------------- zygote
+_LIBC = None
+_RESOURCE = None
+CLONE_NEWNET = 0x40000000
+
+
+def _quitter(*_args: object) -> None:
+    raise SystemExit(None)
+
+
+def _kill_all_of(uid: int) -> bool:
+    """One ``kill(-1, SIGKILL)`` as ``uid``; False when no process of ``uid`` is left.
+
+    With real = effective = uid, ``kill(-1)`` reaches only processes whose real or saved uid is
+    ``uid``; the saved uid 0 lets the zygote return to root afterwards.
+    """
+    os.setresuid(uid, uid, 0)
+    try:
+        if os.getresuid() != (uid, uid, 0):
+            return False
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            return False
+        return True
+    finally:
+        os.setresuid(0, 0, 0)
+
+
+def _sweep_uid(uid: int | None, reap: object) -> None:
+    """Kill every process of the slot ``uid`` (what a program spawned) and wait until all are
+    gone: the zygote is their subreaper, so killed orphans come back to it to be reaped."""
+    if uid is None or uid < 1000 or os.geteuid() != 0:
+        return
+    for attempt in range(4000):  # about 2 s at most; normally the first kill finds nothing
+        if not _kill_all_of(uid):
+            return
+        reap()  # type: ignore[operator]
+        if attempt:
+            select.select([], [], [], 0.0005)
+    sys.stderr.write(f"zygote: processes of uid {uid} survived the sweep\n")
+
+
+class _LineReader:
+    """Non-blocking line splitter over a pipe fd, with a cap on buffered bytes."""
+
+    def __init__(self, fd: int, cap: int) -> None:
+        self.fd, self.cap, self.buf, self.total, self.eof = fd, cap, b"", 0, False
+
+    def read_lines(self) -> list[bytes]:
+        chunk = os.read(self.fd, 1 << 16)
+        if not chunk:
+            self.eof = True
+            return []
+        self.total += len(chunk)
+        self.buf += chunk
+        *lines, self.buf = self.buf.split(b"\n")
+        return lines
+
+    @property
+    def overflow(self) -> bool:
+        return self.total > self.cap
+
+
+def _exit_status(wait_status: int) -> str:
+    if os.WIFSIGNALED(wait_status):
+        sig = os.WTERMSIG(wait_status)
+        return "timeout" if sig == signal.SIGXCPU else f"crash:signal{sig}"
+    return f"crash:exit{os.WEXITSTATUS(wait_status)}"
+
+
+class _Run:
+    """One forked child of the zygote and what it reported so far."""
+
+    def __init__(self, job: dict, pid: int, reader: _LineReader, now: float) -> None:
+        self.job, self.pid, self.reader = job, pid, reader
+        self.results: list[list] = []
+        self.call_s = job["timeout"]
+        self.deadline = now + self.call_s + 0.05
+        # Progress lines restart the per-call clock; this caps a program that forges them.
+        calls = max(1, len(job["inputs"])) * job["repeat"]
+        self.hard_deadline = now + self.call_s * calls + 0.1
+        self.status_if_killed = "timeout"
+        self.done = False
+
+
+def zygote_main(args: dict) -> None:
+    """Warm parent: read jobs on stdin, fork a child each, reply with per-input results."""
+    global _LIBC, _RESOURCE
+    import ctypes
+    import resource
+    import time
+
+    _RESOURCE = resource
+    _LIBC = ctypes.CDLL(None, use_errno=True)
+    _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)  # die with the front
+    _LIBC.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of programs come back to us
+    for name in args["preload"].split(","):
+        if name:
+            __import__(name)
+    builtins.exit = builtins.quit = _quitter  # -S leaves them out; keep exit() an exception
+    gc.collect()
+    gc.freeze()  # children never scan (and so never copy-on-write) the zygote's objects
+    is_root = os.geteuid() == 0
+    netns = is_root and _LIBC.unshare(CLONE_NEWNET) == 0
+    isolation = {
+        "root": is_root,
+        "netns": netns,
+        "chroot": is_root,
+        "uids": args["uids"],  # the slot uids of this zygote (empty when not root)
+    }
+    devnull = os.open(os.devnull, os.O_RDWR)
+    live_pids: set[int] = set()
+    exit_statuses: dict[int, int] = {}
+
+    def reap() -> None:
+        """Collect every exited child (orphans come to us as their subreaper), keeping the
+        statuses of our own run children for ``finish``."""
+        while True:
+            try:
+                pid, wait_status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in live_pids:
+                exit_statuses[pid] = wait_status
+
+    for uid in args["uids"]:
+        _sweep_uid(uid, reap)
+    out = sys.stdout.buffer
+    out.write(
+        (
+            json.dumps({"hello": 1, "hash": hash("azr-probe"), "isolation": isolation}) + "\n"
+        ).encode()
+    )
+    out.flush()
+
+    selector = selectors.DefaultSelector()
+    stdin = _LineReader(0, 1 << 62)
+    selector.register(0, selectors.EVENT_READ, None)
+    runs: dict[int, _Run] = {}
+
+    def start(job: dict) -> None:
+        workdir = job["workdir"]
+        os.mkdir(workdir, 0o700)
+        if job.get("uid") is not None:
+            os.chown(workdir, job["uid"], job["uid"])
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            _child_main(job, write_fd, isolation, devnull)
+        live_pids.add(pid)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        cap = 256 * len(job["inputs"]) + job["max_output_chars"] * len(job["inputs"]) * 2 + 4096
+        run = _Run(job, pid, _LineReader(read_fd, cap), time.monotonic())
+        runs[read_fd] = run
+        selector.register(read_fd, selectors.EVENT_READ, run)
+
+    def finish(run: _Run) -> None:
+        fd = run.reader.fd
+        selector.unregister(fd)
+        os.close(fd)
+        del runs[fd]
+        # Always kill: an "end" line may be forged by a program that then keeps running.
+        for kill in (os.killpg, os.kill):
+            with contextlib.suppress(ProcessLookupError):
+                kill(run.pid, signal.SIGKILL)
+        wait_status = exit_statuses.pop(run.pid, None)
+        if wait_status is None:
+            wait_status = os.waitpid(run.pid, 0)[1]
+        live_pids.discard(run.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)  # whatever is left in its session
+        _sweep_uid(run.job.get("uid"), reap)
+        reap()
+        _remove_tree(run.job["workdir"])
+        results = run.results
+        if not run.done:
+            how = (
+                run.status_if_killed
+                if run.status_if_killed != "exited"
+                else _exit_status(wait_status)
+            )
+            results.append([how, None])
+        n_inputs = len(run.job["inputs"])
+        results += [["skipped", None]] * (n_inputs - len(results))
+        reply = {"job": run.job["job"], "results": results[:n_inputs]}
+        out.write((json.dumps(reply) + "\n").encode())
+        out.flush()
+
+    while True:
+        now = time.monotonic()
+        wait = min((r.deadline for r in runs.values()), default=now + 3600) - now
+        for key, _ in selector.select(max(0.0, wait)):
+            run = key.data
+            if run is None:
+                for line in stdin.read_lines():
+                    start(json.loads(line))
+                if stdin.eof:
+                    for leftover in list(runs.values()):
+                        leftover.status_if_killed = "crash:shutdown"
+                        finish(leftover)
+                    return
+                continue
+            for line in run.reader.read_lines():
+                try:
+                    message = json.loads(line)
+                    if message.get("end") == 1:
+                        run.done = True
+                        break
+                    if message.get("p") != 1:
+                        run.results.append([str(message["s"])[:80], message["v"]])
+                except Exception:
+                    run.status_if_killed = "crash:protocol"
+                    break
+                run.deadline = min(time.monotonic() + run.call_s + 0.05, run.hard_deadline)
+            if run.reader.overflow:
+                run.status_if_killed = "crash:protocol"
+            if run.done or run.reader.eof or run.status_if_killed != "timeout":
+                if run.reader.eof and not run.done and run.status_if_killed == "timeout":
+                    run.status_if_killed = "exited"
+                finish(run)
+        now = time.monotonic()
+        for run in [r for r in runs.values() if r.deadline <= now]:
+            finish(run)
+
+
+def _remove_tree(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        import shutil  # rare (the program wrote files): import only when needed
+
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- front
+def _acquire_uid_block(lock_dir: str, size: int) -> tuple[int, object] | None:
+    """Lock a block of ``size`` uids no other fork-server on this machine uses (flock)."""
+    import fcntl
+
+    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+    for block in range(4096):
+        handle = open(os.path.join(lock_dir, f"block-{block}.lock"), "a")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        return 1_000_000 + block * 1024, handle
+    return None
+
+
+class _Request:
+    def __init__(self, message: dict, started: float) -> None:
+        self.message, self.started = message, started
+        self.slot = -1
+        self.parts: dict[str, list] = {}
+        self.waiting = 0
+
+
+def _combine(request: _Request) -> tuple[str, list]:
+    """Merge the zygotes' per-input results: A's statuses first, then B's, then A == B."""
+    a = request.parts["a"]
+    b = request.parts.get("b")
+    merged = []
+    for index, (status_a, value_a) in enumerate(a):
+        if b is not None and status_a == "ok":
+            status_b, value_b = b[index]
+            if status_b != "ok":
+                status_a, value_a = status_b, None
+            elif value_b != value_a:
+                status_a, value_a = "nondeterministic", None
+        merged.append([status_a, value_a])
+    first_bad = next((status for status, _ in merged if status != "ok"), "ok")
+    return first_bad, merged
+
+
+def front_main(args: dict) -> None:
+    """Speak the wire protocol on stdin/stdout; dispatch runs to the two zygotes."""
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+
+    slots = args["slots"]
+    workroot = args["workdir"] or tempfile.mkdtemp(prefix=f"azr-forkserver-{os.getpid()}-")
+    os.makedirs(workroot, mode=0o711, exist_ok=True)
+    uid_base = None
+    if os.geteuid() == 0:
+        block = _acquire_uid_block(args["uid_lock_dir"], 2 * slots)
+        uid_base = block[0] if block else None
+    seed_a = int.from_bytes(os.urandom(4), "little") % 4_000_000_000 + 1
+    seed_b = seed_a % 4_000_000_000 + 1
+    zygotes = {}
+    for name, seed, offset in (("a", seed_a, 0), ("b", seed_b, slots)):
+        uids = [] if uid_base is None else [uid_base + offset + s for s in range(slots)]
+        zygote_args = json.dumps({"preload": args["preload"], "uids": uids})
+        process = subprocess.Popen(
+            [sys.executable, "-s", "-S", "-P", os.path.abspath(__file__), "--zygote", zygote_args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={"PYTHONHASHSEED": str(seed)},
+            close_fds=True,
+        )
+        hello = json.loads(process.stdout.readline())
+        os.set_blocking(process.stdin.fileno(), False)
+        zygotes[name] = {"proc": process, "hello": hello, "uids": uids, "out": b""}
+    isolation = {
+        **zygotes["a"]["hello"]["isolation"],
+        "uids": zygotes["a"]["uids"] + zygotes["b"]["uids"],
+    }
+    seeds_differ = zygotes["a"]["hello"]["hash"] != zygotes["b"]["hello"]["hash"]
+    hello = {
+        "hello": PROTOCOL_VERSION,
+        "pid": os.getpid(),
+        "slots": slots,
+        "isolation": isolation,
+        "hash_seeds_differ": seeds_differ,
+    }
+    out = sys.stdout.buffer
+    out.write((json.dumps(hello) + "\n").encode())
+    out.flush()
+    if not seeds_differ:
+        sys.exit("zygotes share a hash secret: the determinism check would be void")
+
+    selector = selectors.DefaultSelector()
+    stdin = _LineReader(0, 1 << 62)
+    selector.register(0, selectors.EVENT_READ, "stdin")
+    for name, zygote in zygotes.items():
+        zygote["reader"] = _LineReader(zygote["proc"].stdout.fileno(), 1 << 62)
+        selector.register(zygote["reader"].fd, selectors.EVENT_READ, name)
+    free_slots = list(range(slots))
+    queue: list[_Request] = []
+    jobs: dict[int, tuple[_Request, str]] = {}
+    job_counter = [0]
+
+    def reply(message: dict) -> None:
+        out.write((json.dumps(message) + "\n").encode())
+        out.flush()
+
+    def send(name: str, payload: dict) -> None:
+        zygote = zygotes[name]
+        zygote["out"] += (json.dumps(payload) + "\n").encode()
+        flush(name)
+
+    def flush(name: str) -> None:
+        """Write what the zygote's stdin pipe takes; poll for writability while data is left."""
+        zygote = zygotes[name]
+        fd = zygote["proc"].stdin.fileno()
+        with contextlib.suppress(BlockingIOError):
+            zygote["out"] = zygote["out"][os.write(fd, zygote["out"]) :] if zygote["out"] else b""
+        watched = fd in selector.get_map()
+        if zygote["out"] and not watched:
+            selector.register(fd, selectors.EVENT_WRITE, "w" + name)
+        elif not zygote["out"] and watched:
+            selector.unregister(fd)
+
+    def launch(request: _Request) -> None:
+        message = request.message
+        request.slot = free_slots.pop()
+        timeout = min(float(message.get("timeout", args["timeout"])), args["max_timeout"])
+        plan = [("a", 2), ("b", 1)] if message["op"] == "validate" else [("a", 1)]
+        for name, repeat in plan:
+            job_counter[0] += 1
+            job = job_counter[0]
+            uids = zygotes[name]["uids"]
+            jobs[job] = (request, name)
+            request.waiting += 1
+            send(name, {
+                "job": job,
+                "program": message["program"],
+                "inputs": message["inputs"],
+                "repeat": repeat,
+                "timeout": timeout,
+                "keep_going": bool(message.get("keep_going", False)) and repeat == 1,
+                "memory_mb": args["memory_mb"],
+                "max_output_chars": args["max_output_chars"],
+                "uid": uids[request.slot] if uids else None,
+                "workdir": os.path.join(workroot, f"{name}{job}"),
+            })  # fmt: skip
+
+    def accept(line: bytes) -> None:
+        try:
+            message = json.loads(line)
+            request_id = message["id"]
+        except Exception:
+            reply({"id": None, "status": "bad_request", "results": []})
+            return
+        op = message.get("op")
+        if op == "ping":
+            reply({"id": request_id, "status": "ok", "results": []})
+            return
+        ok = (
+            op in ("validate", "run")
+            and isinstance(message.get("program"), str)
+            and isinstance(message.get("inputs"), list)
+            and all(isinstance(text, str) for text in message["inputs"])
+            and isinstance(message.get("timeout", 1.0), (int, float))
+        )
+        if not ok:
+            reply({"id": request_id, "status": "bad_request", "results": []})
+            return
+        request = _Request(message, time.monotonic())
+        if free_slots:
+            launch(request)
+        else:
+            queue.append(request)
+
+    def complete(line: bytes) -> None:
+        message = json.loads(line)
+        request, name = jobs.pop(message["job"])
+        request.parts[name] = message["results"]
+        request.waiting -= 1
+        if request.waiting:
+            return
+        status, results = _combine(request)
+        wall = round(time.monotonic() - request.started, 6)
+        reply({"id": request.message["id"], "status": status, "results": results, "wall_s": wall})
+        free_slots.append(request.slot)
+        if queue:
+            launch(queue.pop(0))
+
+    try:
+        while True:
+            for key, _ in selector.select():
+                if key.data == "stdin":
+                    for line in stdin.read_lines():
+                        if line.strip():
+                            accept(line)
+                    if stdin.eof:
+                        return
+                elif key.data.startswith("w"):
+                    flush(key.data[1:])
+                else:
+                    reader = zygotes[key.data]["reader"]
+                    for line in reader.read_lines():
+                        complete(line)
+                    if reader.eof:
+                        sys.exit(f"zygote {key.data} died")
+    finally:
+        for zygote in zygotes.values():
+            zygote["proc"].kill()
+            zygote["proc"].wait()
+        shutil.rmtree(workroot, ignore_errors=True)
+
+
+def _parse_cli(argv: list[str]) -> dict:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slots", type=int, default=2, help="programs run in parallel")
+    parser.add_argument("--timeout", type=float, default=10.0, help="default seconds per call")
+    parser.add_argument("--max-timeout", type=float, default=60.0, help="cap on request timeouts")
+    parser.add_argument("--memory-mb", type=int, default=1024, help="RLIMIT_AS per child")
+    parser.add_argument("--max-output-chars", type=int, default=4000)
+    parser.add_argument("--workdir", default=None, help="parent of the per-run directories")
+    parser.add_argument("--uid-lock-dir", default="/tmp/azr-forkserver-uids")
+    parser.add_argument("--preload", default=DEFAULT_PRELOAD, help="modules the zygotes import")
+    return vars(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # host gone: die quietly
+    if len(sys.argv) == 3 and sys.argv[1] == "--zygote":
+        zygote_main(json.loads(sys.argv[2]))
+    else:
+        front_main(_parse_cli(sys.argv[1:]))

@@ -1,0 +1,109 @@
+"""Prometheus metrics of the executor pool, recorded with ``ray.util.metrics``.
+
+Ray's per-node metrics agent exports them; every name starts with ``azr_executor``.
+Actor metrics carry the tags ``actor`` and ``node``; pool metrics come from the driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ray.util.metrics import Counter, Gauge, Histogram
+
+_LATENCY_BOUNDARIES = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+
+# SandboxExecutor.stats() counters that become Prometheus counters, by the metric they feed.
+STAT_COUNTERS = {
+    "runs": (
+        "azr_executor_runs_total",
+        "Sandbox runs (one per validation or executed answer; static rejections excluded).",
+    ),
+    "timeouts": ("azr_executor_timeouts_total", "Program runs stopped by the wall-clock limit."),
+    "memory_kills": ("azr_executor_memory_kills_total", "Program runs killed by the memory limit."),
+    "sandbox_restarts": (
+        "azr_executor_sandbox_restarts_total",
+        "Sandboxes (fork-server/container) restarted.",
+    ),
+}
+
+
+class ActorMetrics:
+    """Metrics of one ExecutorActor (tags: actor name, node id)."""
+
+    def __init__(self, actor: str, node: str):
+        tags = {"actor": actor, "node": node}
+        keys = ("actor", "node")
+        self.requests = Counter(
+            "azr_executor_requests_total",
+            description="Requests (validations and scorings) finished by the executor.",
+            tag_keys=(*keys, "kind"),
+        ).set_default_tags(tags)
+        self.latency = Histogram(
+            "azr_executor_latency_seconds",
+            description="Seconds from a request reaching the executor actor to its result, per request.",
+            boundaries=_LATENCY_BOUNDARIES,
+            tag_keys=(*keys, "kind"),
+        ).set_default_tags(tags)
+        self.queue_depth = Gauge(
+            "azr_executor_queue_depth",
+            description="Requests inside the executor actor waiting for a free sandbox slot.",
+            tag_keys=keys,
+        ).set_default_tags(tags)
+        self.in_flight = Gauge(
+            "azr_executor_in_flight",
+            description="Requests running in the executor actor's sandbox slots.",
+            tag_keys=keys,
+        ).set_default_tags(tags)
+        self.stat_counters = {
+            stat: Counter(name, description=text, tag_keys=keys).set_default_tags(tags)
+            for stat, (name, text) in STAT_COUNTERS.items()
+        }
+
+    def record_call(self, kind: str, requests: int, seconds: float) -> None:
+        self.requests.inc(requests, {"kind": kind})
+        # Each request of a chunk waits for the whole chunk, so every request saw `seconds`.
+        for _ in range(requests):
+            self.latency.observe(seconds, {"kind": kind})
+
+    def record_load(self, requests_inside: int, slots: int) -> None:
+        self.in_flight.set(min(requests_inside, slots))
+        self.queue_depth.set(max(0, requests_inside - slots))
+
+    def record_stat_deltas(self, deltas: Mapping[str, int]) -> None:
+        for stat, delta in deltas.items():
+            if delta > 0 and stat in self.stat_counters:
+                self.stat_counters[stat].inc(delta)
+
+
+class PoolMetrics:
+    """Driver-side metrics of the ExecutorPool."""
+
+    def __init__(self) -> None:
+        self.queue_depth = Gauge(
+            "azr_executor_pool_queue_depth",
+            description="Requests queued in the pool waiting for an executor actor (backpressure).",
+        )
+        self.in_flight = Gauge(
+            "azr_executor_pool_in_flight",
+            description="Requests sent to executor actors and not yet answered.",
+        )
+        self.actors = Gauge(
+            "azr_executor_pool_actors",
+            description="Ready executor actors per node.",
+            tag_keys=("node",),
+        )
+        self.retries = Counter(
+            "azr_executor_pool_retries_total",
+            description="Chunks re-run after their executor actor or sandbox failed.",
+        )
+        self._last: tuple[int, int, tuple[tuple[str, int], ...]] | None = None
+
+    def publish(self, queued: int, in_flight: int, ready_per_node: Mapping[str, int]) -> None:
+        current = (queued, in_flight, tuple(sorted(ready_per_node.items())))
+        if current == self._last:  # the loop runs every few ms; only changes are worth a call
+            return
+        self._last = current
+        self.queue_depth.set(queued)
+        self.in_flight.set(in_flight)
+        for node, count in ready_per_node.items():
+            self.actors.set(count, {"node": node})

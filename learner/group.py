@@ -1,0 +1,246 @@
+"""LearnerGroup: the driver-side handle of W FSDP2 `LearnerWorker` actors.
+
+The driver calls it like a local object; every method fans one collective out to all ranks
+and waits for all of them. A rank that dies (OOM, segfault, node loss) raises
+`LearnerDiedError` at once (the surviving ranks would otherwise hang in a collective until the
+process-group timeout); the group is then unusable and the driver stops the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Protocol
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from transformers import AutoConfig
+
+from azr.config import LearnerConfig
+from azr.tasks import TrainSample
+from learner.batching import plan_micro_batches, sample_length, validate_samples
+from learner.worker import LearnerWorker, resolve_device, worker_env
+
+
+class LearnerDiedError(RuntimeError):
+    """A learner worker died or the group could not start; the learner group is unusable."""
+
+
+class WeightReceiver(Protocol):
+    """What `sync_weights` needs from the rollout side (``actors.rollout.RolloutGroup``)."""
+
+    def update_weights(self, bucket_refs: list[ray.ObjectRef], version: int) -> dict: ...
+
+
+class LearnerGroup:
+    """W = ``config.num_workers`` FSDP2 ranks training one policy.
+
+    Args:
+        model_path: local HF checkpoint directory (config + safetensors) to start from.
+        config: the ``learner`` section.
+        seed: torch seed of every rank (the model is loaded, not randomly initialised; the
+            seed covers dropout and anything else random in a step).
+    """
+
+    def __init__(self, model_path: str, config: LearnerConfig, seed: int) -> None:
+        self.model_path = model_path
+        self.config = config
+        self.version = 0
+        self._broken: str | None = None
+        self.vocab_size = int(AutoConfig.from_pretrained(model_path).vocab_size)
+        use_gpu = resolve_device(config.device) == "cuda" or (
+            config.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0
+        )
+        self.use_gpu = use_gpu
+        self._nccl_ready = False
+        gpus = config.gpus_per_worker if use_gpu else 0
+        bundle = {"CPU": config.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
+        self._pg = placement_group([bundle] * config.num_workers, strategy="PACK")
+        try:
+            ray.get(self._pg.ready(), timeout=config.init_timeout_s)
+        except GetTimeoutError:
+            remove_placement_group(self._pg)
+            raise LearnerDiedError(
+                f"learner group could not reserve {config.num_workers} × {bundle} within "
+                f"{config.init_timeout_s}s (cluster has {ray.cluster_resources()})"
+            ) from None
+        actor_cls = ray.remote(LearnerWorker)
+        self.workers = [
+            actor_cls.options(
+                num_cpus=config.cpus_per_worker,
+                num_gpus=gpus,
+                max_restarts=0,
+                runtime_env={"env_vars": worker_env(config)},
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=self._pg, placement_group_bundle_index=rank
+                ),
+            ).remote(rank, config.num_workers, model_path, config, seed)
+            for rank in range(config.num_workers)
+        ]
+        try:
+            addr, port = self._all("node_address", ranks=[0])[0]
+            info = self._all("setup", addr, port, timeout=config.init_timeout_s)
+        except BaseException:
+            self.shutdown()
+            raise
+        self.num_parameters = info[0]["parameters"]
+
+    # -- fan-out ----------------------------------------------------------------------------
+
+    def _all(
+        self,
+        method: str,
+        *args: Any,
+        per_rank: list[tuple] | None = None,
+        ranks: list[int] | None = None,
+        timeout: float | None = None,
+    ) -> list[Any]:
+        """Call ``method`` on the ranks (all by default); return results in rank order.
+
+        Waits on whichever rank finishes first, so one rank's death surfaces immediately
+        instead of after the others' collective timeout.
+        """
+        if self._broken:
+            raise LearnerDiedError(f"learner group is unusable: {self._broken}")
+        ranks = list(range(len(self.workers))) if ranks is None else ranks
+        refs = {
+            getattr(self.workers[r], method).remote(*(per_rank[r] if per_rank else args)): r
+            for r in ranks
+        }
+        results: dict[int, Any] = {}
+        pending = list(refs)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, pending = ray.wait(pending, num_returns=1, timeout=left)
+            if not ready:
+                self._broken = f"{method} timed out after {timeout}s"
+                raise LearnerDiedError(f"learner {method} timed out after {timeout}s")
+            rank = refs[ready[0]]
+            try:
+                results[rank] = ray.get(ready[0])
+            except RayActorError as exc:
+                self._broken = f"rank {rank} died during {method}"
+                raise LearnerDiedError(
+                    f"learner worker rank {rank} died during {method}: {exc}"
+                ) from exc
+        return [results[r] for r in ranks]
+
+    # -- training ---------------------------------------------------------------------------
+
+    def train_step(self, samples: list[TrainSample]) -> dict[str, float]:
+        """One AdamW update on the whole batch (token-mean over all its response tokens).
+
+        Returns ``loss, grad_norm, entropy, clip_fraction, mismatch_kl, tokens, seconds,
+        samples, micro_batches, skipped`` (skipped = 1.0 when a non-finite gradient norm made
+        every rank skip the optimizer step). Raises `InvalidSampleError` before any work on a
+        malformed sample.
+        """
+        start = time.perf_counter()
+        validate_samples(samples, self.vocab_size)
+        plan = plan_micro_batches(
+            [sample_length(s) for s in samples], len(self.workers), self.config.micro_batch_tokens
+        )
+        tokens = sum(len(s.response_token_ids) for s in samples)
+        per_rank = [([[samples[i] for i in mb] for mb in micro], tokens) for micro in plan]
+        results = self._all("train_step", per_rank=per_rank)
+        summed = {
+            key: sum(r[key] for r in results)
+            for key in ("loss", "entropy", "clip_fraction", "mismatch_kl")
+        }
+        return {
+            **summed,
+            "grad_norm": results[0]["grad_norm"],
+            "skipped": results[0]["skipped"],
+            "tokens": float(tokens),
+            "samples": float(len(samples)),
+            "micro_batches": float(len(plan[0])),
+            "seconds": time.perf_counter() - start,
+        }
+
+    def logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:
+        """Learner log p(token t | < t), t = 1..n−1, per sequence (as the rollout engine's
+        ``prompt_logprobs`` without its leading None)."""
+        return self._all("logprobs", token_ids)[0]
+
+    # -- weight sync ------------------------------------------------------------------------
+
+    def sync_weights(self, rollout_group: WeightReceiver, version: int) -> dict[str, Any]:
+        """Send the current weights to the rollout engines as policy ``version``.
+
+        Rank 0 gathers the full state dict (HF names), splits it into buckets of
+        ``config.sync_bucket_mb`` MiB, ``ray.put``s each; the rollout group loads them in
+        place (no engine restart). ``version`` must exceed the last one sent (ValueError).
+        Returns seconds, bytes, gbps, buckets, version and the
+        rollout group's own answer under ``rollout``.
+        """
+        if version <= self.version:
+            raise ValueError(f"weight version {version} is not newer than {self.version}")
+        start = time.perf_counter()
+        if self.use_gpu:
+            total, num_buckets, rollout_result = self._sync_nccl(rollout_group, version)
+        else:
+            bucket_bytes = self.config.sync_bucket_mb * (1 << 20)
+            refs, total = self._all("weight_buckets", bucket_bytes)[0]
+            rollout_result = rollout_group.update_weights(refs, version)
+            num_buckets = len(refs)
+            del refs  # the object store frees the buckets once no one holds a reference
+        seconds = time.perf_counter() - start
+        self.version = version
+        self._all("record_sync", seconds, total, ranks=[0])
+        return {
+            "seconds": seconds,
+            "bytes": float(total),
+            "gbps": total / seconds / 1e9 if seconds > 0 else 0.0,
+            "buckets": float(num_buckets),
+            "version": float(version),
+            "rollout": rollout_result,
+        }
+
+    def _sync_nccl(self, rollout_group: Any, version: int) -> tuple[int, int, Any]:
+        """GPU path (unverified here): NCCL broadcast into the vLLM workers, see
+        `learner.nccl_sync` for the group layout. Uses the rollout group's ``actors`` and
+        their ``init_weight_group_nccl`` / ``receive_weights_nccl`` (actors/rollout.py)."""
+        actors = rollout_group.actors
+        if not self._nccl_ready:
+            addr, port = self._all("node_address", ranks=[0])[0]
+            tp = rollout_group.config.tensor_parallel_size
+            world = 1 + len(actors) * tp
+            joins = [
+                actor.init_weight_group_nccl.remote(addr, port, 1 + i * tp, world)
+                for i, actor in enumerate(actors)
+            ]
+            self._all("nccl_connect", addr, port, world, timeout=self.config.init_timeout_s)
+            ray.get(joins, timeout=self.config.init_timeout_s)
+            self._nccl_ready = True
+        metas = self._all("nccl_metas", ranks=[0])[0]
+        # Receivers first: they block inside the NCCL broadcast that rank 0 then starts.
+        receives = [actor.receive_weights_nccl.remote(metas, version) for actor in actors]
+        total = self._all("nccl_send")[0]
+        return total, 0, ray.get(receives)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def save_checkpoint(self, directory: str) -> None:
+        """HF-format weights (+ config, tokenizer), full optimizer state, RNG of every rank."""
+        self._all("save_checkpoint", directory)
+
+    def load_checkpoint(self, directory: str) -> int:
+        """Restore a `save_checkpoint` directory exactly; returns the learner step stored."""
+        return self._all("load_checkpoint", directory)[0]
+
+    def shutdown(self) -> None:
+        """Leave the process group and free the actors and their reservation (idempotent)."""
+        workers, self.workers = getattr(self, "workers", []), []
+        if workers and not self._broken:
+            # A dead or hung rank makes this fail; killing below is the cleanup then.
+            with contextlib.suppress(Exception):
+                ray.get([w.shutdown.remote() for w in workers], timeout=30)
+        for w in workers:
+            ray.kill(w, no_restart=True)
+        if getattr(self, "_pg", None) is not None:
+            remove_placement_group(self._pg)
+            self._pg = None
+        self._broken = self._broken or "shut down"

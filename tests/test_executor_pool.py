@@ -1,0 +1,238 @@
+"""ExecutorPool on a real multi-node Ray cluster (ray.cluster_utils.Cluster on one machine).
+
+One cluster for the whole module (starting nodes is the expensive part); the tests run in
+file order and grow/shrink it: 1 executor node → 3 executor nodes (+1 without the resource)
+→ an actor killed → a node removed. Every program runs in the real process sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from azr.config import ExecutorConfig
+from azr.tasks import ScoreRequest, TaskType, ValidateRequest
+from executor_pool.pool import ExecutorPool, ExecutorPoolError
+
+pytestmark = pytest.mark.slow
+
+PER_NODE = 2
+NODE_ARGS = {"num_cpus": 1, "resources": {"executor": 2}, "include_dashboard": False}
+# A loop long enough (tens of ms per call) that a batch is still running when we break things.
+SLOW_PROGRAM = (
+    "def f(n):\n    total = 0\n    for i in range(n):\n        total += i % 7\n    return total"
+)
+
+
+def slow_requests(count: int, base: int = 60_000) -> tuple[list[ValidateRequest], list[str]]:
+    """Requests whose outputs all differ, so a result in the wrong slot cannot pass."""
+    sizes = [base + 97 * i for i in range(count)]
+    requests = [ValidateRequest(program=SLOW_PROGRAM, inputs=(str(n),)) for n in sizes]
+    expected = [repr(sum(i % 7 for i in range(n))) for n in sizes]
+    return requests, expected
+
+
+def executor_config(**changes: object) -> ExecutorConfig:
+    settings: dict[str, object] = {
+        "per_node": PER_NODE,
+        "slots": 2,
+        "resource": "executor",
+        "chunk_size": 3,
+        "max_chunks_in_flight": 2,
+        "timeout_s": 10.0,
+        "discovery_interval_s": 0.3,
+        "start_timeout_s": 60.0,
+    }
+    settings.update(changes)
+    return ExecutorConfig(**settings)
+
+
+def wait_for(
+    condition: Callable[[], bool], timeout_s: float, what: str, seen: Callable[[], object] = str
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; saw {seen()}")
+        time.sleep(0.05)
+
+
+def busy_member_on(pool: ExecutorPool, nodes: set[str]) -> Callable[[], bool]:
+    def condition() -> bool:
+        return any(
+            m.node_id in nodes and m.state == "ready" and m.chunks_in_flight > 0
+            for m in pool.members()
+        )
+
+    return condition
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    cluster = Cluster(initialize_head=True, head_node_args=NODE_ARGS)
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pool(cluster: Cluster) -> Iterator[ExecutorPool]:
+    pool = ExecutorPool(executor_config())
+    try:
+        yield pool
+    finally:
+        pool.shutdown()
+
+
+@pytest.fixture(scope="module")
+def worker_nodes() -> list:
+    """Nodes added by the tests (shared: later tests remove what earlier ones added)."""
+    return []
+
+
+def head_id() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+def test_a_backend_that_cannot_start_fails_the_pool_with_its_error(cluster: Cluster) -> None:
+    config = executor_config(backend="docker", docker_image="azr-no-such-image:never")
+    with pytest.raises(ExecutorPoolError) as failure:
+        ExecutorPool(config)
+    message = str(failure.value)
+    assert "failed to start on every executor node" in message
+    assert "azr-no-such-image" in message or "docker" in message
+
+
+def test_pool_places_per_node_actors_and_keeps_input_order(pool: ExecutorPool) -> None:
+    assert pool.placement() == {head_id(): PER_NODE}
+    requests = [
+        ValidateRequest(program=f"def f(x):\n    return x * {i}", inputs=(repr(i), "'ab'"))
+        for i in range(13)
+    ]
+    requests.insert(5, ValidateRequest(program="import os\ndef f(x):\n    return x", inputs=("1",)))
+    results = pool.validate_many(requests)
+    assert len(results) == len(requests)
+    assert results[5].valid is False and results[5].reason == "banned:os"
+    good = results[:5] + results[6:]
+    assert [r.outputs for r in good] == [(repr(i * i), repr("ab" * i)) for i in range(13)]
+    assert pool.validate_many([]) == []
+
+
+def test_score_many_and_the_async_api(pool: ExecutorPool) -> None:
+    scores = [
+        ScoreRequest(task=TaskType.DEDUCTION, program="", answer="6.0", output="6"),
+        ScoreRequest(task=TaskType.DEDUCTION, program="", answer="7", output="6"),
+        ScoreRequest(
+            task=TaskType.ABDUCTION, program="def f(x):\n    return x + 1", answer="4", output="5"
+        ),
+    ]
+    validations, expected = slow_requests(6, base=1_000)
+
+    async def both() -> tuple[list, list]:
+        return await asyncio.gather(
+            pool.score_many_async(scores), pool.validate_many_async(validations)
+        )
+
+    score_results, validation_results = asyncio.run(both())
+    assert [s.accuracy for s in score_results] == [1.0, 0.0, 1.0]
+    assert score_results[1].reason == "wrong"
+    assert [r.outputs for r in validation_results] == [(e,) for e in expected]
+    with pytest.raises(TypeError):
+        pool.validate_many(scores)  # type: ignore[arg-type]
+
+
+def test_nodes_that_join_get_executors_2_2_2_and_share_the_work(
+    cluster: Cluster, pool: ExecutorPool, worker_nodes: list
+) -> None:
+    requests, expected = slow_requests(40)
+    running = pool.submit_validate(requests)
+    # Two executor nodes join during the run; a node without the resource gets nothing.
+    worker_nodes.extend(cluster.add_node(**NODE_ARGS) for _ in range(2))
+    plain = cluster.add_node(num_cpus=1, include_dashboard=False)
+    assert [r.outputs for r in running.result(timeout=120)] == [(e,) for e in expected]
+
+    executor_nodes = {head_id(), *(n.node_id for n in worker_nodes)}
+    wait_for(
+        lambda: pool.placement() == dict.fromkeys(executor_nodes, PER_NODE),
+        60,
+        "2-2-2",
+        pool.members,
+    )
+    assert plain.node_id not in pool.placement()
+    assert len(pool.members()) == 3 * PER_NODE
+
+    before = {s["name"]: s.get("validate_requests", 0) for s in pool.actor_stats()}
+    requests, expected = slow_requests(36, base=2_000)
+    assert [r.outputs for r in pool.validate_many(requests)] == [(e,) for e in expected]
+    after = pool.actor_stats()
+    worked = {
+        s["node_id"] for s in after if s.get("validate_requests", 0) > before.get(s["name"], 0)
+    }
+    assert worked == executor_nodes, "every executor node should have run part of the batch"
+
+
+def test_backpressure_bounds_chunks_in_flight_per_actor(pool: ExecutorPool) -> None:
+    limit = pool.config.max_chunks_in_flight
+    requests, expected = slow_requests(90, base=20_000)
+    running = pool.submit_validate(requests)
+    peak_in_flight, saw_queue = 0, False
+    while not running.done():
+        stats = pool.stats()
+        saw_queue |= stats["pending_requests"] > 0
+        peak_in_flight = max([peak_in_flight, *(m.chunks_in_flight for m in pool.members())])
+        time.sleep(0.01)
+    assert [r.outputs for r in running.result()] == [(e,) for e in expected]
+    assert 0 < peak_in_flight <= limit
+    assert saw_queue, "a batch larger than the pool's capacity must wait on the driver"
+
+
+def test_killing_an_actor_mid_batch_returns_every_result_exactly_once(pool: ExecutorPool) -> None:
+    before = pool.stats()
+    requests, expected = slow_requests(48, base=40_000)
+    running = pool.submit_validate(requests)
+    wait_for(busy_member_on(pool, {head_id()}), 30, "a busy actor")
+    victim = next(m for m in pool.members() if m.chunks_in_flight > 0 and m.state == "ready")
+    ray.kill(victim.handle, no_restart=True)
+
+    assert [r.outputs for r in running.result(timeout=120)] == [(e,) for e in expected]
+    after = pool.stats()
+    assert after["requests_completed"] - before["requests_completed"] == len(requests)
+    assert after["chunks_retried"] > before.get("chunks_retried", 0)
+    assert after["actors_died"] > before.get("actors_died", 0)
+    # The dead actor's node is alive, so it gets a replacement.
+    wait_for(lambda: pool.placement().get(victim.node_id) == PER_NODE, 60, "a replacement")
+    assert victim.name not in {m.name for m in pool.members() if m.state != "dead"}
+
+
+def test_removing_a_node_mid_batch_loses_no_program(
+    cluster: Cluster, pool: ExecutorPool, worker_nodes: list
+) -> None:
+    doomed = worker_nodes.pop()
+    before = pool.stats()
+    requests, expected = slow_requests(48, base=50_000)
+    running = pool.submit_validate(requests)
+    wait_for(busy_member_on(pool, {doomed.node_id}), 30, "work on the doomed node")
+    cluster.remove_node(doomed)
+
+    assert [r.outputs for r in running.result(timeout=120)] == [(e,) for e in expected]
+    after = pool.stats()
+    assert after["requests_completed"] - before["requests_completed"] == len(requests)
+    assert after["chunks_retried"] > before.get("chunks_retried", 0)
+    remaining = {head_id(), *(n.node_id for n in worker_nodes)}
+    wait_for(lambda: pool.placement() == dict.fromkeys(remaining, PER_NODE), 60, "2-2 placement")
+
+
+def test_shutdown_fails_new_work_clearly(cluster: Cluster) -> None:
+    pool = ExecutorPool(executor_config(per_node=1))
+    pool.shutdown()
+    pool.shutdown()  # idempotent
+    with pytest.raises(ExecutorPoolError, match="shut down"):
+        pool.validate_many([ValidateRequest(program="def f(x):\n    return x", inputs=("1",))])

@@ -1,0 +1,260 @@
+"""Learner: the loss by hand, batching, and the real FSDP2 group over gloo in a local Ray."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import ray
+import torch
+
+from azr.config import LearnerConfig
+from azr.tasks import TrainSample
+from learner import checkpoint as ckpt
+from learner.batching import (
+    InvalidSampleError,
+    collate,
+    plan_micro_batches,
+    sample_length,
+    validate_samples,
+)
+from learner.group import LearnerDiedError, LearnerGroup
+from learner.loss import clipped_policy_loss, token_logprobs_and_entropy
+from learner.testing import TINY_VOCAB, build_tiny_qwen2, fixed_batch
+
+# ---------------------------------------------------------------- loss, by hand (no Ray)
+
+
+def test_clipped_loss_matches_hand_computed_values():
+    # Two sequences, three positions; the last position of sequence 1 is padding.
+    ratios = torch.tensor([[1.5, 0.5, 1.1], [0.5, 1.5, 9.0]])
+    behaviour = torch.full((2, 3), -2.0)
+    logprobs = (behaviour + ratios.log()).requires_grad_()
+    advantages = torch.tensor([2.0, -1.0])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    terms = clipped_policy_loss(logprobs, behaviour, advantages, mask, 0.2, global_token_count=10)
+    # A=+2: r=1.5 → clipped at 1.2 (−2.4); r=0.5 → unclipped (−1.0); r=1.1 → inside (−2.2).
+    # A=−1: r=0.5 → clipped at 0.8 (+0.8); r=1.5 → unclipped (+1.5); the pad counts nothing.
+    expected = (-2.4 - 1.0 - 2.2 + 0.8 + 1.5) / 10
+    assert terms.loss.item() == pytest.approx(expected, abs=1e-6)
+    assert terms.clip_fraction.item() == pytest.approx(2 / 10)
+    terms.loss.backward()
+    # Gradient: −A·r/N where the unclipped term is active, 0 where the clip is (and on pads).
+    expected_grad = torch.tensor([[0.0, -2 * 0.5, -2 * 1.1], [0.0, 1.5, 0.0]]) / 10
+    torch.testing.assert_close(logprobs.grad, expected_grad, atol=1e-6, rtol=0)
+    # Positive advantage pushes its tokens up, negative pushes them down (gradient descent).
+    assert logprobs.grad[0, 2] < 0 < logprobs.grad[1, 1]
+
+
+def test_mismatch_kl_is_zero_iff_logprobs_agree():
+    lp = torch.tensor([[-1.0, -2.0]])
+    mask = torch.ones(1, 2)
+    same = clipped_policy_loss(lp, lp.clone(), torch.tensor([1.0]), mask, 0.2, 2)
+    assert same.mismatch_kl.item() == 0.0
+    shifted = clipped_policy_loss(lp, lp - 0.1, torch.tensor([1.0]), mask, 0.2, 2)
+    r = math.exp(0.1)
+    assert shifted.mismatch_kl.item() == pytest.approx((r - 1) - 0.1, rel=1e-5)
+
+
+def test_token_mean_is_exact_across_micro_batches():
+    torch.manual_seed(0)
+    logprobs = -torch.rand(4, 6) * 3
+    behaviour = logprobs + torch.randn(4, 6) * 0.3
+    adv = torch.tensor([1.0, -0.5, 2.0, -1.5])
+    mask = torch.ones(4, 6)
+    mask[0, 4:] = 0  # sequences of different lengths: a per-micro-batch mean would be wrong
+    mask[2, 1:] = 0
+    n = int(mask.sum())
+    whole = clipped_policy_loss(logprobs, behaviour, adv, mask, 0.2, n).loss
+    parts = sum(
+        clipped_policy_loss(logprobs[s], behaviour[s], adv[s], mask[s], 0.2, n).loss
+        for s in (slice(0, 1), slice(1, 3), slice(3, 4))
+    )
+    assert parts.item() == pytest.approx(whole.item(), abs=1e-7)
+    per_token = torch.maximum(
+        -adv[:, None] * (logprobs - behaviour).exp(),
+        -adv[:, None] * (logprobs - behaviour).exp().clamp(0.8, 1.2),
+    )
+    assert whole.item() == pytest.approx((per_token * mask).sum().item() / n, abs=1e-7)
+
+
+def test_token_logprobs_and_entropy_match_torch():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 11)
+    targets = torch.randint(0, 11, (2, 5))
+    lp, ent = token_logprobs_and_entropy(logits, targets)
+    ref = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
+    torch.testing.assert_close(lp, ref)
+    torch.testing.assert_close(ent, torch.distributions.Categorical(logits=logits).entropy())
+
+
+# ---------------------------------------------------------------- batching (no Ray)
+
+
+def test_collate_aligns_response_tokens_with_targets():
+    s = TrainSample([5, 6, 7], [8, 9], [-0.5, -0.25], advantage=1.0)
+    b = collate([s, TrainSample([1], [2], [-1.0], advantage=-1.0)])
+    assert b.input_ids.tolist() == [[5, 6, 7, 8, 9], [1, 2, 0, 0, 0]]
+    assert b.response_mask.tolist() == [[0, 0, 1, 1], [1, 0, 0, 0]]
+    assert b.targets[0, 2:].tolist() == [8, 9]
+    assert b.behaviour_logprobs[0].tolist() == [0, 0, -0.5, -0.25]
+    assert b.num_tokens == 3
+
+
+def test_plan_respects_budget_and_equalises_depth():
+    lengths = [5, 40, 12, 12, 30, 7, 100, 3]
+    plan = plan_micro_batches(lengths, world_size=3, token_budget=36)
+    assert len({len(rank) for rank in plan}) == 1
+    seen = sorted(i for rank in plan for mb in rank for i in mb)
+    assert seen == list(range(len(lengths)))
+    for rank in plan:
+        for mb in rank:
+            # Padded size within budget, unless one over-long sample travels alone.
+            assert len(mb) <= 1 or len(mb) * max(lengths[i] for i in mb) <= 36
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"response_token_ids": []}, "empty response"),
+        ({"behaviour_logprobs": [-1.0]}, "behaviour logprobs for"),
+        ({"advantage": math.nan}, "not finite"),
+        ({"behaviour_logprobs": [0.5, -1.0]}, "finite and <= 0"),
+        ({"prompt_token_ids": [1, TINY_VOCAB]}, "outside"),
+    ],
+)
+def test_bad_samples_are_rejected_with_a_clear_error(change, message):
+    good = TrainSample([1, 2], [3, 4], [-1.0, -2.0], advantage=0.5)
+    with pytest.raises(InvalidSampleError, match=message):
+        validate_samples([good, replace(good, **change)], TINY_VOCAB)
+
+
+# ---------------------------------------------------------------- the FSDP2 group (real Ray)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    # address="local": always a private cluster, never an engineer's or CI's running one.
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return str(build_tiny_qwen2(tmp_path_factory.mktemp("tiny_qwen2")))
+
+
+def make_group(model: str, workers: int, **overrides) -> LearnerGroup:
+    settings = {"num_workers": workers, "lr": 1e-3, "grad_clip": 1.0, "init_timeout_s": 120}
+    return LearnerGroup(model, LearnerConfig(**(settings | overrides)), seed=0)
+
+
+PROBE = [[3, 14, 15, 92, 65, 35, 89, 79], [2, 71, 82, 81, 82, 84]]
+
+
+def first_moment(directory) -> dict[str, torch.Tensor]:
+    """AdamW exp_avg per parameter after one step = (1 − β1) · clipped gradient."""
+    state = torch.load(directory / ckpt.OPTIMIZER_FILE, weights_only=True)["state"]
+    return {name: s["exp_avg"] / (1 - 0.9) for name, s in state.items()}
+
+
+@pytest.mark.slow
+def test_fsdp2_group_learns_on_a_fixed_batch_and_clips(ray_cluster, tiny_model, tmp_path):
+    group = make_group(tiny_model, 2, grad_clip=0.05)
+    try:
+        batch = fixed_batch()
+        before = group.logprobs(PROBE)
+        metrics = [group.train_step(batch)]
+        group.save_checkpoint(str(tmp_path / "step1"))
+        metrics += [group.train_step(batch) for _ in range(3)]
+        losses = [m["loss"] for m in metrics]
+        assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
+        assert metrics[0]["tokens"] == sum(len(s.response_token_ids) for s in batch)
+        assert metrics[0]["entropy"] == pytest.approx(math.log(TINY_VOCAB), rel=0.05)
+        assert 0 <= metrics[-1]["clip_fraction"] <= 1 and metrics[-1]["mismatch_kl"] > 0
+        after = group.logprobs(PROBE)
+        assert max(abs(a - b) for a, b in zip(after[0], before[0], strict=True)) > 1e-3
+        # The clip is honoured: the gradient AdamW saw has norm 0.05, not the raw norm.
+        assert metrics[0]["grad_norm"] > 0.5
+        seen = torch.cat([g.flatten() for g in first_moment(tmp_path / "step1").values()])
+        assert seen.norm().item() == pytest.approx(0.05, rel=1e-4)
+        # A dead rank surfaces as a clear error, not a hang.
+        ray.kill(group.workers[1], no_restart=True)
+        with pytest.raises(LearnerDiedError, match="rank 1 died"):
+            group.train_step(batch)
+        with pytest.raises(LearnerDiedError, match="unusable"):
+            group.logprobs(PROBE)
+    finally:
+        group.shutdown()
+
+
+@pytest.mark.slow
+def test_world_size_and_micro_batching_do_not_change_the_update(ray_cluster, tiny_model, tmp_path):
+    """W=1 one micro-batch vs W=1 many micro-batches vs W=2 many: same gradients and step."""
+    batch = fixed_batch()
+    one_mb = max(sample_length(s) for s in batch) * len(batch)
+    results = {}
+    for name, workers, budget in [("w1", 1, one_mb), ("w1_micro", 1, 64), ("w2_micro", 2, 64)]:
+        group = make_group(tiny_model, workers, micro_batch_tokens=budget, grad_clip=1e6)
+        try:
+            metrics = group.train_step(batch)
+            group.save_checkpoint(str(tmp_path / name))
+            results[name] = (metrics, group.logprobs(PROBE), first_moment(tmp_path / name))
+        finally:
+            group.shutdown()
+    ref_metrics, ref_lp, ref_grad = results["w1"]
+    assert ref_metrics["micro_batches"] == 1
+    for name in ("w1_micro", "w2_micro"):
+        metrics, lp, grad = results[name]
+        assert metrics["micro_batches"] > 1, name
+        for key in ("loss", "grad_norm", "entropy", "clip_fraction", "mismatch_kl"):
+            assert metrics[key] == pytest.approx(ref_metrics[key], rel=1e-5, abs=1e-7), (name, key)
+        assert grad.keys() == ref_grad.keys()
+        for param in grad:
+            torch.testing.assert_close(grad[param], ref_grad[param], rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(torch.tensor(lp[0]), torch.tensor(ref_lp[0]), rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_checkpoint_resume_gives_identical_next_step(ray_cluster, tiny_model, tmp_path):
+    batch, later_batch = fixed_batch(seed=1), fixed_batch(seed=2)
+    directory = tmp_path / "ckpt"
+    group = make_group(tiny_model, 2)
+    try:
+        group.train_step(batch)
+        group.save_checkpoint(str(directory))
+        expected = group.train_step(later_batch)
+        expected_lp = group.logprobs(PROBE)
+    finally:
+        group.shutdown()
+    # HF format: a standard loader reads the weights, config and tokenizer.
+    from transformers import AutoModelForCausalLM
+
+    assert (directory / "tokenizer.json").is_file() and (directory / "config.json").is_file()
+    assert json.loads((directory / ckpt.STATE_FILE).read_text())["step"] == 1
+    hf = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
+    assert not any(k.startswith("lm_head") for k in ckpt.load_hf_weights(directory))
+
+    resumed = make_group(tiny_model, 2)
+    try:
+        before = resumed.logprobs(PROBE)
+        assert resumed.load_checkpoint(str(directory)) == 1
+        restored = resumed.logprobs(PROBE)
+        with torch.no_grad():
+            ids = torch.tensor([PROBE[0]])
+            hf_lp = torch.log_softmax(hf(ids).logits[0, :-1], -1).gather(-1, ids[0, 1:, None])
+        torch.testing.assert_close(
+            torch.tensor(restored[0], dtype=torch.float64), hf_lp[:, 0].double(), atol=1e-5, rtol=0
+        )
+        assert restored != before
+        got = resumed.train_step(later_batch)
+        for key in ("loss", "grad_norm", "entropy", "clip_fraction", "mismatch_kl"):
+            assert got[key] == expected[key], key
+        assert resumed.logprobs(PROBE) == expected_lp
+        with pytest.raises(ckpt.CheckpointError, match="missing"):
+            resumed.load_checkpoint(str(tmp_path / "nowhere"))
+    finally:
+        resumed.shutdown()

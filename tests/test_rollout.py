@@ -1,0 +1,208 @@
+"""RolloutActor / RolloutGroup on the real vLLM CPU build inside a real local Ray cluster.
+
+One module-scoped group of two actors (each one pinned thread, 64 MiB of KV cache) serves every
+test; tests that change weights run last and bump the version monotonically.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+
+from actors.group import RolloutGroup, split_evenly
+from azr.config import ModelConfig, RolloutConfig, SamplingConfig, TinyModelConfig
+from azr.tiny_model import ensure_model
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+SCRATCH = REPO / ".scratch"
+PROMPTS = [
+    "def f(x):\n    return x",
+    "def f(a, b):\n    return a + b * 2",
+    "def f(s):\n    return s[::-1]",
+    "def f(nums):\n    out = []\n    for n in nums:\n        out.append(n * n)\n    return out",
+    "def f(text):\n    return text.upper()",
+]
+LONG_PROMPT = "\n".join(
+    f"def g{i}(x, y):\n    z = [v * {i} for v in range(x)]\n    return sum(z) + y" for i in range(24)
+)
+
+
+@pytest.fixture(scope="module")
+def model_path() -> Path:
+    # Weights are replaced by the tests, so the un-warmed tiny model is enough (and cached).
+    tiny = TinyModelConfig(warm_start_steps=0)
+    return ensure_model(ModelConfig(cache_dir=str(SCRATCH / "models"), tiny=tiny))
+
+
+@pytest.fixture(scope="module")
+def group(model_path: Path):
+    for name in ("tmp", "ray", "vllm"):
+        (SCRATCH / name).mkdir(parents=True, exist_ok=True)
+    env = {
+        "TMPDIR": str(SCRATCH / "tmp"),
+        "VLLM_CACHE_ROOT": str(SCRATCH / "vllm"),
+    }
+    # address="local": a fresh cluster of our own, never another engineer's.
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        _temp_dir=str(SCRATCH / "ray"),
+        runtime_env={"env_vars": env},
+        log_to_driver=False,
+    )
+    config = RolloutConfig(
+        num_actors=2,
+        device="cpu",
+        cpu_threads=1,
+        kv_cache_memory_bytes=64 << 20,
+        max_model_len=2048,
+        dtype="float32",
+    )
+    rollout = RolloutGroup(str(model_path), config)
+    yield rollout
+    rollout.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path)
+
+
+@pytest.fixture(scope="module")
+def hf_model(model_path: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+
+
+def hf_logprobs(model, state: dict[str, torch.Tensor], ids: list[int]) -> list[float]:
+    """Reference: logprob of ids[1:] under `state`, computed by transformers in fp32."""
+    model.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0, :-1]
+    picked = torch.log_softmax(logits.double(), dim=-1).gather(1, torch.tensor(ids[1:])[:, None])
+    return picked[:, 0].tolist()
+
+
+def perturbed_state(model, seed: int) -> dict[str, torch.Tensor]:
+    """The model's parameters (HF names, tied weights once) plus seeded noise."""
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        name: (p.detach() + 0.05 * torch.randn(p.shape, generator=gen)).contiguous()
+        for name, p in model.named_parameters()
+    }
+
+
+def buckets(state: dict[str, torch.Tensor], count: int) -> list[ray.ObjectRef]:
+    names = sorted(state)
+    return [
+        ray.put({n: state[n] for n in names[start:stop]})
+        for start, stop in split_evenly(len(names), count)
+    ]
+
+
+def test_split_evenly_covers_in_order():
+    assert split_evenly(5, 2) == [(0, 3), (3, 5)]
+    assert split_evenly(1, 3) == [(0, 1), (1, 1), (1, 1)]
+
+
+def test_engine_runs_pinned_in_process(group: RolloutGroup):
+    infos = ray.get([actor.info.remote() for actor in group.actors])
+    assert [i["device"] for i in infos] == ["cpu", "cpu"]
+    assert all(len(i["cores"]) == 1 for i in infos)
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert infos[0]["cores"] != infos[1]["cores"]
+    assert all(i["vllm_ray_stats"] for i in infos)
+
+
+def test_generate_honours_explicit_sampling(group: RolloutGroup, tokenizer):
+    sampling = SamplingConfig(n=3, temperature=1.0, top_p=0.9, max_tokens=7, seed=11)
+    first = group.generate(PROMPTS, sampling)
+    assert len(first) == len(PROMPTS)
+    for prompt, generation in zip(PROMPTS, first, strict=True):
+        # Results come back in prompt order although they were spread over two actors.
+        assert generation.prompt_token_ids == tokenizer(prompt)["input_ids"]
+        assert len(generation.completions) == 3
+        for completion in generation.completions:
+            assert 1 <= len(completion.token_ids) <= 7
+            assert len(completion.logprobs) == len(completion.token_ids)
+            assert all(lp <= 0.0 for lp in completion.logprobs)
+            assert completion.finish_reason in {"stop", "length"}
+            assert completion.policy_version == 0
+        # n samples of one prompt are distinct draws, not copies.
+        assert len({tuple(c.token_ids) for c in generation.completions}) > 1
+    again = group.generate(PROMPTS, sampling)
+    assert [[c.token_ids for c in g.completions] for g in again] == [
+        [c.token_ids for c in g.completions] for g in first
+    ]
+    other_seed = group.generate(PROMPTS, sampling.model_copy(update={"seed": 12}))
+    assert [[c.token_ids for c in g.completions] for g in other_seed] != [
+        [c.token_ids for c in g.completions] for g in first
+    ]
+
+
+def test_sampled_logprobs_equal_prompt_logprobs_at_temperature_one(group: RolloutGroup):
+    actor = group.actors[0]
+    sampling = SamplingConfig(n=2, temperature=1.0, top_p=1.0, max_tokens=12, seed=3)
+    generations = ray.get(actor.generate.remote(PROMPTS[:2], sampling))
+    sequences, expected = [], []
+    for generation in generations:
+        for completion in generation.completions:
+            sequences.append(generation.prompt_token_ids + completion.token_ids)
+            expected.append(completion.logprobs)
+    scored = ray.get(actor.prompt_logprobs.remote(sequences))
+    for seq, want, got in zip(sequences, expected, scored, strict=True):
+        assert len(got) == len(seq) - 1
+        assert got[-len(want) :] == pytest.approx(want, abs=1e-4)
+
+
+def test_update_weights_in_place_and_versioned(group: RolloutGroup, hf_model, tokenizer):
+    ids = tokenizer(PROMPTS[3])["input_ids"]
+    before = ray.get(group.actors[0].prompt_logprobs.remote([ids]))[0]
+    original = {n: p.detach().clone() for n, p in hf_model.named_parameters()}
+    assert before == pytest.approx(hf_logprobs(hf_model, original, ids), abs=1e-4)
+
+    state = perturbed_state(hf_model, seed=1)
+    reports = group.update_weights(buckets(state, 3), version=1)
+    assert [r["version"] for r in reports] == [1, 1]
+    assert all(r["tensors"] == len(state) for r in reports)
+    assert group.policy_versions() == [1, 1]
+
+    want = hf_logprobs(hf_model, state, ids)
+    for actor in group.actors:
+        after = ray.get(actor.prompt_logprobs.remote([ids]))[0]
+        assert after == pytest.approx(want, abs=1e-4)
+        assert max(abs(a - b) for a, b in zip(after, before, strict=True)) > 1e-2
+    generated = group.generate(PROMPTS[:2], SamplingConfig(n=1, max_tokens=4, seed=0))
+    assert all(c.policy_version == 1 for g in generated for c in g.completions)
+    with pytest.raises(ray.exceptions.RayTaskError, match="not newer"):
+        ray.get(group.actors[0].update_weights.remote(buckets(state, 1), 1))
+    hf_model.load_state_dict(original, strict=False)
+
+
+def test_long_prompt_after_update_does_not_reuse_stale_kv(group: RolloutGroup, hf_model):
+    actor = group.actors[1]
+    sampling = SamplingConfig(n=1, temperature=1.0, top_p=1.0, max_tokens=6, seed=5)
+    # Fill the prefix cache with KV of the long prompt under the current weights.
+    ray.get(actor.generate.remote([LONG_PROMPT], sampling))
+    version = ray.get(actor.policy_version.remote()) + 1
+    state = perturbed_state(hf_model, seed=2)
+    ray.get(actor.update_weights.remote(buckets(state, 2), version))
+
+    generation = ray.get(actor.generate.remote([LONG_PROMPT], sampling))[0]
+    assert len(generation.prompt_token_ids) > 300
+    completion = generation.completions[0]
+    assert completion.policy_version == version
+    sequence = generation.prompt_token_ids + completion.token_ids
+    want = hf_logprobs(hf_model, state, sequence)[-len(completion.token_ids) :]
+    assert completion.logprobs == pytest.approx(want, abs=1e-4)

@@ -1,0 +1,129 @@
+"""Weight sync: learner (FSDP2, 2 ranks) → real vLLM CPU rollout engine through Ray's object store."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+
+from actors.group import RolloutGroup
+from azr.config import LearnerConfig, ModelConfig, RolloutConfig, SamplingConfig, TinyModelConfig
+from azr.tasks import TrainSample
+from azr.tiny_model import ensure_model
+from learner.checkpoint import load_hf_weights
+from learner.group import LearnerGroup
+from learner.testing import fixed_batch
+from learner.weight_buckets import split_into_buckets, tensor_bytes
+
+REPO = Path(__file__).resolve().parent.parent
+BUCKET_MB = 1
+
+
+def test_buckets_keep_order_and_respect_the_size():
+    state = {f"p{i}": torch.zeros(n) for i, n in enumerate([10, 200, 30, 30, 5, 400, 1, 1])}
+    limit = 100 * 4  # bytes: 100 fp32 values
+    buckets = list(split_into_buckets(state, limit))
+    assert [name for b in buckets for name in b] == list(state)
+    for bucket in buckets:
+        size = sum(tensor_bytes(t) for t in bucket.values())
+        assert size <= limit or len(bucket) == 1  # an over-size tensor travels alone
+    assert [list(b) for b in buckets] == [["p0"], ["p1"], ["p2", "p3", "p4"], ["p5"], ["p6", "p7"]]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    # address="local": always a private cluster, never an engineer's or CI's running one.
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> str:
+    # The shared tiny base (no warm start): a real byte-level BPE tokenizer that vLLM loads.
+    config = ModelConfig(
+        cache_dir=str(REPO / ".scratch/models"), tiny=TinyModelConfig(warm_start_steps=0)
+    )
+    return str(ensure_model(config))
+
+
+@pytest.fixture(scope="module")
+def rollout(ray_cluster, tiny_model):
+    config = RolloutConfig(
+        device="cpu", dtype="float32", kv_cache_memory_bytes=64 << 20, max_model_len=512
+    )
+    group = RolloutGroup(tiny_model, config)
+    yield group
+    group.shutdown()
+
+
+@pytest.fixture(scope="module")
+def learner(ray_cluster, tiny_model):
+    config = LearnerConfig(num_workers=2, lr=1e-3, sync_bucket_mb=BUCKET_MB, init_timeout_s=120)
+    group = LearnerGroup(tiny_model, config, seed=0)
+    yield group
+    group.shutdown()
+
+
+def rollout_logprobs(group: RolloutGroup, token_ids: list[list[int]]) -> list[list[float]]:
+    return ray.get(group.actors[0].prompt_logprobs.remote(token_ids))
+
+
+def max_diff(a: list[list[float]], b: list[list[float]]) -> float:
+    return max(abs(x - y) for ra, rb in zip(a, b, strict=True) for x, y in zip(ra, rb, strict=True))
+
+
+@pytest.mark.slow
+def test_sync_makes_rollout_logprobs_equal_the_learner(rollout, learner, tiny_model):
+    rng = random.Random(0)
+    probe = [[rng.randrange(learner.vocab_size) for _ in range(n)] for n in (24, 9)]
+    start_learner, start_rollout = learner.logprobs(probe), rollout_logprobs(rollout, probe)
+    assert max_diff(start_learner, start_rollout) < 1e-4  # same checkpoint, fp32 both sides
+
+    for _ in range(2):
+        learner.train_step(fixed_batch(vocab=learner.vocab_size))
+    trained = learner.logprobs(probe)
+    assert max_diff(trained, start_learner) > 1e-3
+    assert rollout_logprobs(rollout, probe) == start_rollout  # not synced yet: stale
+
+    result = learner.sync_weights(rollout, version=1)
+    synced = rollout_logprobs(rollout, probe)
+    assert max_diff(synced, trained) < 1e-4
+    assert max_diff(synced, start_rollout) > 1e-3
+    assert rollout.policy_versions() == [1] and result["version"] == 1
+    assert result["rollout"][0]["version"] == 1
+
+    # Every parameter went, in buckets of at most BUCKET_MB (a bigger tensor travels alone).
+    state = load_hf_weights(Path(tiny_model))
+    state.pop("lm_head.weight", None)  # tied to the embeddings: not sent twice
+    expected = list(split_into_buckets(state, BUCKET_MB << 20))
+    assert result["buckets"] == len(expected) > 1
+    assert result["bytes"] == sum(tensor_bytes(t) for t in state.values())
+    assert result["rollout"][0]["tensors"] == len(state)
+    assert result["gbps"] > 0
+
+    with pytest.raises(ValueError, match="not newer"):
+        learner.sync_weights(rollout, version=1)
+
+
+@pytest.mark.slow
+def test_mismatch_kl_sees_synced_and_stale_weights(rollout, learner):
+    """Train on the rollout's own samples: KL ≈ 0 right after a sync, clearly > 0 when stale."""
+    version = int(learner.version) + 1
+    learner.sync_weights(rollout, version=version)
+    sampling = SamplingConfig(n=2, temperature=1.0, top_p=1.0, max_tokens=12, seed=3)
+    generations = rollout.generate(["def f(x):\n    return", "assert f(3) =="], sampling)
+    samples = [
+        TrainSample(g.prompt_token_ids, c.token_ids, c.logprobs, advantage=1.0 - 2.0 * (i % 2))
+        for g in generations
+        for i, c in enumerate(g.completions)
+        if c.token_ids
+    ]
+    assert samples and all(c.policy_version == version for g in generations for c in g.completions)
+    fresh = learner.train_step(samples)
+    stale = learner.train_step(samples)  # the learner moved on; the samples did not
+    assert fresh["mismatch_kl"] < 1e-6
+    assert stale["mismatch_kl"] > 100 * max(fresh["mismatch_kl"], 1e-9)
