@@ -57,26 +57,75 @@ class RolloutMetrics:
             metric.set_default_tags(tags)
 
 
-def attach_vllm_ray_stat_logger(llm) -> bool:
-    """Route vLLM's own engine stats (KV usage, queue, TTFT ...) to Ray metrics (``vllm_*``).
+class EngineStats:
+    """Engine internals from vLLM's scheduler stats, as azr_rollout_engine_* Ray metrics.
 
-    `LLM(...)` takes no stat-logger argument, so the in-process engine's logger manager is
-    replaced by one holding vLLM's RayPrometheusStatLogger. Returns False (and logs why) when
-    this vLLM version does not allow it; generation is unaffected either way.
+    vLLM ships a Ray stat logger (``vllm.v1.metrics.ray_wrappers.RayPrometheusStatLogger``), but
+    it imports ``ray.serve``, which needs the ``ray[serve]`` extra this project does not install;
+    this small logger records the figures the dashboard needs instead.
+    """
+
+    def __init__(self, tags: dict[str, str]) -> None:
+        def gauge(name: str, description: str) -> metrics.Gauge:
+            metric = metrics.Gauge(name, description=description, tag_keys=_TAGS)
+            metric.set_default_tags(tags)
+            return metric
+
+        self.running = gauge("azr_rollout_engine_running", "Requests the engine is running.")
+        self.waiting = gauge("azr_rollout_engine_waiting", "Requests queued in the engine.")
+        self.kv_usage = gauge("azr_rollout_engine_kv_cache_usage", "KV-cache fraction in use.")
+        self.prefix_hits = metrics.Counter(
+            "azr_rollout_engine_prefix_cache_hit_tokens",
+            description="Prompt tokens served from the prefix cache.",
+            tag_keys=_TAGS,
+        )
+        self.prefix_hits.set_default_tags(tags)
+
+    def factory(self, vllm_config, engine_index: int = 0):
+        """A vLLM StatLoggerFactory: builds the per-engine logger bound to these metrics."""
+        from vllm.v1.metrics.loggers import StatLoggerBase
+
+        stats = self
+
+        class _Logger(StatLoggerBase):
+            def __init__(self, vllm_config, engine_index: int = 0) -> None:
+                pass
+
+            def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):
+                if scheduler_stats is None:
+                    return
+                stats.running.set(scheduler_stats.num_running_reqs)
+                stats.waiting.set(scheduler_stats.num_waiting_reqs)
+                stats.kv_usage.set(scheduler_stats.kv_cache_usage)
+                hits = getattr(scheduler_stats.prefix_cache_stats, "hits", 0)
+                if hits:
+                    stats.prefix_hits.inc(hits)
+
+            def log_engine_initialized(self) -> None:
+                pass
+
+        return _Logger(vllm_config, engine_index)
+
+
+def attach_engine_stats(llm, tags: dict[str, str]) -> bool:
+    """Record the in-process engine's scheduler stats as azr_rollout_engine_* metrics.
+
+    `LLM(...)` takes no stat-logger argument, so the engine's logger manager is replaced by one
+    holding our logger. Returns False (and logs why) when this vLLM version does not allow it;
+    generation is unaffected either way.
     """
     try:
         from vllm.v1.metrics.loggers import StatLoggerManager
-        from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
 
         engine = llm.llm_engine
         if not engine.log_stats:
             return False
         engine.logger_manager = StatLoggerManager(
             vllm_config=engine.vllm_config,
-            custom_stat_loggers=[RayPrometheusStatLogger],
+            custom_stat_loggers=[EngineStats(tags).factory],
             enable_default_loggers=False,
         )
         return True
     except Exception as exc:  # vLLM internals moved: keep generating, report it
-        log.warning("vLLM Ray stat logger not attached: %s", exc)
+        log.warning("vLLM engine stats not attached: %s", exc)
         return False

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import ray
 import torch
 
-from actors.metrics import RolloutMetrics, attach_vllm_ray_stat_logger
+from actors.metrics import RolloutMetrics, attach_engine_stats
 from actors.types import Completion, Generation
 from azr.config import RolloutConfig, SamplingConfig
 
@@ -69,9 +69,10 @@ class RolloutEngine:
         self._version = 0
         self._in_flight = 0
         node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
-        self.metrics = RolloutMetrics(actor=f"rollout-{actor_index}", node=node)
+        tags = {"actor": f"rollout-{actor_index}", "node": node}
+        self.metrics = RolloutMetrics(**tags)
         self.llm = self._start_engine(model_path)
-        self.vllm_stats_attached = attach_vllm_ray_stat_logger(self.llm)
+        self.engine_stats_attached = attach_engine_stats(self.llm, tags)
         self.metrics.policy_version.set(0)
 
     def _start_engine(self, model_path: str):
@@ -252,7 +253,7 @@ class RolloutEngine:
             "device": self.device,
             "cores": self.cores,
             "pid": os.getpid(),
-            "vllm_ray_stats": self.vllm_stats_attached,
+            "engine_stats": self.engine_stats_attached,
         }
 
     def _set_in_flight(self, delta: int) -> None:

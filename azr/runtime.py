@@ -45,8 +45,10 @@ class BufferClient:
         self.actor = actor
         self._step_of = step_of  # callable: the current step, stamped on every add
 
-    def references(self, task: TaskType, k: int) -> list[Any]:
-        return ray.get(self.actor.sample_references.remote(task, k))
+    def reference_sets(self, task: TaskType, k: int, count: int) -> list[list[Any]]:
+        if count <= 0:
+            return []
+        return ray.get(self.actor.sample_reference_sets.remote(task, k, count))
 
     def tasks(self, task: TaskType, n: int) -> list[Any]:
         if n <= 0:
@@ -86,9 +88,9 @@ class Runtime:
         self.step = 0
 
     def __enter__(self) -> Runtime:
-        from actors.rollout import RolloutGroup
         from transformers import AutoTokenizer
 
+        from actors.group import RolloutGroup
         from azr.tiny_model import ensure_model
         from buffer_service import create_buffer_actor
         from executor_pool.pool import ExecutorPool
@@ -105,10 +107,14 @@ class Runtime:
         try:
             self.model_path = str(ensure_model(config.model))
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-            self.pool = ExecutorPool(config.executor)
+            self.pool = ExecutorPool(
+                config.executor,
+                metrics=config.metrics.enabled,
+                induction_scoring=config.selfplay.induction_scoring,
+            )
             self._closers.append(self.pool.shutdown)
             buffer_dir = Path(config.buffer.dir or config.run_dir / "buffer")
-            self.buffer = create_buffer_actor(config.buffer, buffer_dir)
+            self.buffer = create_buffer_actor(config.buffer, buffer_dir, seed=config.seed)
             self._closers.append(lambda: ray.kill(self.buffer))
             self.store = BufferClient(self.buffer, lambda: self.step)
             try:

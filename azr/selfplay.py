@@ -59,7 +59,7 @@ class Generator(Protocol):
 class TaskStore(Protocol):
     """The buffer side (a thin client over the BufferActor)."""
 
-    def references(self, task: TaskType, k: int) -> list[Task]: ...
+    def reference_sets(self, task: TaskType, k: int, count: int) -> list[list[Task]]: ...
 
     def tasks(self, task: TaskType, n: int) -> list[Task]: ...
 
@@ -164,31 +164,42 @@ class StepRunner:
         """``count`` (rendered prompt, source program) pairs for one task type."""
         sp, ex = self.config.selfplay, self.config.executor
         store = self.services.store
-        prompts = []
-        for _ in range(count):
-            if task == TaskType.INDUCTION:
-                # The program comes from the deduction or abduction buffer (AZR_SPEC).
-                source = self.rng.choice([TaskType.DEDUCTION, TaskType.ABDUCTION])
-                program = store.references(source, 1)[0].program
-                text = propose_induction_prompt(
-                    program, n_inputs=sp.induction_inputs, timeout_s=ex.timeout_s
+        if task == TaskType.INDUCTION:
+            # Each program comes from the deduction or abduction buffer (AZR_SPEC).
+            sources = [
+                self.rng.choice([TaskType.DEDUCTION, TaskType.ABDUCTION]) for _ in range(count)
+            ]
+            pools = {
+                source: iter(store.reference_sets(source, 1, sources.count(source)))
+                for source in set(sources)
+            }
+            programs = [next(pools[source])[0].program for source in sources]
+            return [
+                (
+                    self._chat(
+                        propose_induction_prompt(
+                            program, n_inputs=sp.induction_inputs, timeout_s=ex.timeout_s
+                        )
+                    ),
+                    program,
                 )
-                prompts.append((self._chat(text), program))
-            else:
-                refs = store.references(task, sp.num_references)
-                build = (
-                    propose_deduction_prompt
-                    if task == TaskType.DEDUCTION
-                    else propose_abduction_prompt
-                )
-                text = build(
-                    refs,
-                    banned_modules=ex.banned_modules,
-                    banned_builtins=ex.banned_builtins,
-                    timeout_s=ex.timeout_s,
-                )
-                prompts.append((self._chat(text), None))
-        return prompts
+                for program in programs
+            ]
+        build = propose_deduction_prompt if task == TaskType.DEDUCTION else propose_abduction_prompt
+        return [
+            (
+                self._chat(
+                    build(
+                        refs,
+                        banned_modules=ex.banned_modules,
+                        banned_builtins=ex.banned_builtins,
+                        timeout_s=ex.timeout_s,
+                    )
+                ),
+                None,
+            )
+            for refs in store.reference_sets(task, sp.num_references, count)
+        ]
 
     # -- round 1 -------------------------------------------------------------------------
     def propose(self, step: int, tasks: Sequence[TaskType] | None = None) -> list[Proposal]:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import ray
 from tqdm import tqdm
 
@@ -110,17 +111,19 @@ def main() -> None:
     assert reopened.size(D) == args.entries + 1
     reopened.close()
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         actor = create_buffer_actor(BufferConfig(), scratch / "actor", seed=0)
-        ray.get(actor.size.remote(D))  # started
-        wall, cpu = fill(
+        actor_process = psutil.Process(ray.get(actor.pid.remote()))
+        cpu_before = sum(actor_process.cpu_times()[:2])
+        wall, _ = fill(
             lambda b, rid: ray.get(actor.add_many.remote(D, b, rid)), entries, args.batch, "actor"
         )
+        actor_cpu = sum(actor_process.cpu_times()[:2]) - cpu_before
         assert ray.get(actor.size.remote(D)) == args.entries + 1
         rows["actor"] = {
             "adds_per_s": args.entries / wall,
-            "adds_per_cpu_s": float("nan"),  # the work happens in the actor's process
+            "adds_per_cpu_s": args.entries / actor_cpu,  # CPU of the actor's process
             "tasks": latencies_ms(
                 lambda: ray.get(actor.sample_tasks.remote(D, 64, True, last_step)), args.repeats
             ),
@@ -128,6 +131,11 @@ def main() -> None:
                 lambda: ray.get(actor.sample_references.remote(D, 6)), args.repeats
             ),
         }
+        # The floor of any actor call here, and a step's 64 reference sets in one call.
+        null_call = latencies_ms(lambda: ray.get(actor.size.remote(D)), args.repeats)
+        ref_sets = latencies_ms(
+            lambda: ray.get(actor.sample_reference_sets.remote(D, 6, 64)), args.repeats // 4
+        )
     finally:
         ray.shutdown()
 
@@ -149,6 +157,10 @@ def main() -> None:
         f"ratio actor/in-process: adds/s {act['adds_per_s'] / base['adds_per_s']:.2f}, "
         f"sample_tasks(64) p50 {act['tasks'][0] / base['tasks'][0]:.1f}x, "
         f"p99 {act['tasks'][1] / base['tasks'][1]:.1f}x"
+    )
+    print(
+        f"actor call floor (size(), no work): p50 {null_call[0]:.3f} ms, p99 {null_call[1]:.3f} "
+        f"ms; sample_reference_sets(6, 64): p50 {ref_sets[0]:.3f} ms, p99 {ref_sets[1]:.3f} ms"
     )
     print(
         f"targets: adds/s >= 10,000 -> actor {act['adds_per_s']:,.0f}; "

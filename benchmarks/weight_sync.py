@@ -107,7 +107,7 @@ def main() -> None:
                 RolloutConfig(device="cpu", dtype="float32", kv_cache_memory_bytes=64 << 20),
             )
         console.print(f"model: {total / 1e6:.1f} MB fp32, {len(state)} tensors, W={args.workers}")
-        syncs, learner_side, rollout_side = [], [], []
+        syncs, learner_side, rollout_side, gathers, puts = [], [], [], [], []
         for version in range(1, args.repeats + 2):
             result = learner.sync_weights(rollout, version)
             if version == 1:
@@ -115,6 +115,8 @@ def main() -> None:
             syncs.append(result["seconds"])
             rollout_side.append(result["rollout"][0]["seconds"])
             learner_side.append(result["seconds"] - rollout_side[-1])
+            gathers.append(result["gather_s"])
+            puts.append(result["put_s"])
             console.print(
                 f"  sync v{version}: {result['seconds'] * 1e3:.1f} ms, {result['buckets']:.0f} buckets"
             )
@@ -122,7 +124,9 @@ def main() -> None:
         sync_gbps = total / statistics.median(syncs) / 1e9
         console.print(f"weight sync      : {sync_gbps:.3f} GB/s (median of {len(syncs)})")
         console.print(
-            f"  learner side   : {statistics.median(learner_side) * 1e3:.1f} ms (gather + ray.put)"
+            f"  learner side   : {statistics.median(learner_side) * 1e3:.1f} ms "
+            f"(gather {statistics.median(gathers) * 1e3:.1f} ms, "
+            f"ray.put {statistics.median(puts) * 1e3:.1f} ms, rest: Ray calls)"
         )
         console.print(
             f"  rollout side   : {statistics.median(rollout_side) * 1e3:.1f} ms (fetch + reload)"

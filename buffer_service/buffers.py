@@ -145,6 +145,7 @@ class TaskBuffers:
         the original result (``replayed=True``) and changes nothing.
         """
         task = TaskType(task)
+        entries = list(entries)
         if request_id is not None and request_id in self._ledger:
             return self._ledger[request_id][1].model_copy(update={"replayed": True})
         buf = self._buffers[task]

@@ -19,6 +19,7 @@ MAGIC after a damaged region exact.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -207,9 +208,20 @@ class RecordLog:
     def append(self, payloads: list[dict]) -> int:
         """Append records with one write and one fsync; returns the bytes written."""
         blob = b"".join(encode_record(p) for p in payloads)
-        self._fh.write(blob)
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        start = self._fh.tell()
+        try:
+            self._fh.write(blob)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError:
+            # Disk full or I/O error: cut the partial record so later appends follow clean
+            # data, then report the failure (nothing was acknowledged).
+            with contextlib.suppress(OSError):  # closes even when the final flush fails
+                self._fh.close()
+            with open(self.path, "r+b") as fh:
+                fh.truncate(start)
+            self._fh = open(self.path, "ab")  # noqa: SIM115
+            raise
         return len(blob)
 
     def size(self) -> int:

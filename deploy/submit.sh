@@ -2,9 +2,11 @@
 # Submit `azr train` to a Ray cluster as a Ray job (the way runs are meant to be started).
 #
 #   deploy/submit.sh [--address URL] [--no-wait] CONFIG.yaml [section.key=value ...]
+#   deploy/submit.sh [--address URL] [--no-wait] --resume RUN_DIR [CONFIG.yaml] [overrides ...]
 #
 #   deploy/submit.sh configs/qwen2.5-7b-coder.yaml
 #   deploy/submit.sh --no-wait configs/qwen2.5-14b-coder.yaml executor.per_node=16 selfplay.steps=200
+#   deploy/submit.sh --resume /mnt/azr/runs/qwen2.5-7b-coder selfplay.steps=600
 #
 # Run it from anywhere: it uploads the repository root (--working-dir) with
 # deploy/runtime_env.yaml. Overrides go to `azr train` unchanged (e.g. executor.per_node,
@@ -23,7 +25,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -32,42 +34,61 @@ ADDRESS="${RAY_ADDRESS:-http://127.0.0.1:8265}"
 RUNTIME_ENV="${AZR_RUNTIME_ENV:-$REPO_ROOT/deploy/runtime_env.yaml}"
 RAY_CLI="${RAY:-ray}"
 WAIT_FLAG=()
+RESUME=()
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --address) [ $# -ge 2 ] || usage; ADDRESS="$2"; shift 2 ;;
         --address=*) ADDRESS="${1#--address=}"; shift ;;
         --no-wait) WAIT_FLAG=(--no-wait); shift ;;
+        --resume) [ $# -ge 2 ] || usage; RESUME=(--resume "$2"); shift 2 ;;
         -h|--help) usage ;;
         --) shift; break ;;
         -*) echo "submit.sh: unknown option $1" >&2; usage ;;
         *) break ;;
     esac
 done
-[ $# -ge 1 ] || usage
-CONFIG="$1"
-shift
-
-# The config travels inside the working dir, so it must be given relative to the repository.
-case "$CONFIG" in
-    /*) CONFIG_ABS="$CONFIG" ;;
-    *) CONFIG_ABS="$(pwd)/$CONFIG" ;;
-esac
-if [ ! -f "$CONFIG_ABS" ]; then
-    echo "submit.sh: config $CONFIG not found" >&2
-    exit 2
+# A resumed run keeps its checkpoint's config unless a config is given.
+CONFIG_ARGS=()
+if [ ${#RESUME[@]} -gt 0 ] && { [ $# -eq 0 ] || [[ "$1" == *=* ]]; }; then
+    CONFIG=""
+else
+    [ $# -ge 1 ] || usage
+    CONFIG="$1"
+    shift
 fi
-CONFIG_ABS="$(cd "$(dirname "$CONFIG_ABS")" && pwd)/$(basename "$CONFIG_ABS")"
-case "$CONFIG_ABS" in
-    "$REPO_ROOT"/*) CONFIG_REL="${CONFIG_ABS#"$REPO_ROOT"/}" ;;
-    *) echo "submit.sh: config $CONFIG must live inside $REPO_ROOT (it is uploaded with it)" >&2
-       exit 2 ;;
-esac
-# Ray leaves .gitignore'd files out of the uploaded working dir: such a config would vanish.
-if command -v git >/dev/null 2>&1 && git -C "$REPO_ROOT" check-ignore -q "$CONFIG_REL" 2>/dev/null; then
-    echo "submit.sh: config $CONFIG_REL is git-ignored, so it would not be uploaded; move it" \
-         "(e.g. to configs/)" >&2
-    exit 2
+
+# Prints CONFIG's path relative to the repository root, or fails: the config travels inside
+# the uploaded working dir, so it must live in the repository and not be git-ignored.
+config_in_repo() {
+    local config="$1" absolute relative
+    case "$config" in
+        /*) absolute="$config" ;;
+        *) absolute="$(pwd)/$config" ;;
+    esac
+    if [ ! -f "$absolute" ]; then
+        echo "submit.sh: config $config not found" >&2
+        return 2
+    fi
+    absolute="$(cd "$(dirname "$absolute")" && pwd)/$(basename "$absolute")"
+    case "$absolute" in
+        "$REPO_ROOT"/*) relative="${absolute#"$REPO_ROOT"/}" ;;
+        *) echo "submit.sh: config $config must live inside $REPO_ROOT (it is uploaded with it)" >&2
+           return 2 ;;
+    esac
+    # Ray leaves .gitignore'd files out of the uploaded working dir: such a config would vanish.
+    if command -v git >/dev/null 2>&1 \
+        && git -C "$REPO_ROOT" check-ignore -q "$relative" 2>/dev/null; then
+        echo "submit.sh: config $relative is git-ignored, so it would not be uploaded;" \
+             "move it (e.g. to configs/)" >&2
+        return 2
+    fi
+    echo "$relative"
+}
+
+if [ -n "$CONFIG" ]; then
+    CONFIG_REL="$(config_in_repo "$CONFIG")" || exit 2
+    CONFIG_ARGS=(--config "$CONFIG_REL")
 fi
 if [ ! -f "$RUNTIME_ENV" ]; then
     echo "submit.sh: runtime env $RUNTIME_ENV not found" >&2
@@ -98,11 +119,11 @@ SUBMISSION_ID=()
 if [ -n "${AZR_JOB_ID:-}" ]; then
     SUBMISSION_ID=(--submission-id "$AZR_JOB_ID")
 fi
-echo "submit.sh: azr train --config $CONFIG_REL $* -> $ADDRESS (auth: $RAY_AUTH_MODE)" >&2
+echo "submit.sh: azr train ${RESUME[*]} ${CONFIG_ARGS[*]} $* -> $ADDRESS (auth: $RAY_AUTH_MODE)" >&2
 exec "$RAY_CLI" job submit \
     --address "$ADDRESS" \
     --runtime-env "$RUNTIME_ENV" \
     --working-dir . \
     "${SUBMISSION_ID[@]}" \
     "${WAIT_FLAG[@]}" \
-    -- azr train --config "$CONFIG_REL" "$@"
+    -- azr train "${RESUME[@]}" "${CONFIG_ARGS[@]}" "$@"

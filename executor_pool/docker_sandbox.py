@@ -19,11 +19,12 @@ Containers whose owner process is gone (a SIGKILLed actor) are removed by
 ``remove_leftover_containers``, which every new ``DockerSandbox`` calls.
 
 Escapees: as non-root the fork-server cannot kill what a program spawned into a new session
-(``os.setsid`` then return); such a process is reparented to the container's init and would
-keep eating the container's CPU and pids. A sweeper thread lists the container's processes
-(``docker top``, no process inside) every ``docker_sweep_interval_s``; more than one child of
-init (the fork-server front) means an escapee, and the container is replaced, which re-runs
-whatever was in flight.
+(``os.setsid`` then return): such a process outlives its program (the zygote, its subreaper,
+inherits it) and keeps eating the container's CPU and pids, slowing later programs into false
+timeouts. A sweeper thread lists the container's processes (``docker top``: nothing runs
+inside) every ``docker_sweep_interval_s``. Only the fork-server may hang off init, and while no
+request is outstanding the zygotes have no children at all; anything else escaped, and the
+container is replaced (which re-runs whatever was in flight).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Mapping
+from concurrent.futures import Future
 
 from azr.config import ExecutorConfig
 from executor_pool.sandbox import INTERPRETER_FLAGS, ForkServerClient, SandboxError, forkserver_args
@@ -196,33 +199,36 @@ def require_image(image: str) -> None:
         )
 
 
-def escaped_processes(name: str) -> list[int] | None:
-    """Host pids of processes in container ``name`` that hang off init besides the front.
+def escaped_processes(name: str, *, idle: bool) -> list[int] | None:
+    """Host pids of processes in container ``name`` that escaped a finished program.
 
-    The only legitimate child of the container's init (tini) is the fork-server front; the
-    zygotes are the front's children and programs the zygotes'. Anything else reparented to
-    init escaped a finished program. None when the container cannot be listed.
+    Legitimate tree: init (tini) -> the fork-server front -> two zygotes -> one child per
+    running program. A second child of init is an escapee at any time; a child of a zygote is
+    one when ``idle`` (no request outstanding, so no program can be running). The front is
+    told from the zygotes by its arguments (fork keeps a zygote's, pids wrap around).
+    None when the container cannot be listed (gone, engine hiccup).
     """
     done = _docker("top", name, "-o", "pid,ppid,stat,args")
     if done.returncode != 0:
         return None
-    rows = []
+    rows = []  # (pid, ppid, args) of live (non-zombie) processes
     for line in done.stdout.splitlines()[1:]:
         fields = line.split(None, 3)
-        if len(fields) >= 3 and fields[0].isdigit() and fields[1].isdigit():
-            rows.append(
-                (int(fields[0]), int(fields[1]), fields[2], fields[3] if len(fields) > 3 else "")
-            )
-    pids = {pid for pid, _, _, _ in rows}
-    # Roots: init, plus any `docker exec` process (its parent is outside the container).
-    roots = sorted((pid, args) for pid, ppid, _, args in rows if ppid not in pids)
-    if not roots:
+        live = len(fields) >= 3 and not fields[2].startswith("Z")
+        if live and fields[0].isdigit() and fields[1].isdigit():
+            rows.append((int(fields[0]), int(fields[1]), fields[3] if len(fields) > 3 else ""))
+    pids = {pid for pid, _, _ in rows}
+    roots = [(pid, args) for pid, ppid, args in rows if ppid not in pids]  # init, `docker exec`s
+    init = next((pid for pid, args in roots if args.startswith("/sbin/docker-init")), None)
+    if init is None:
         return []
-    init = next((pid for pid, args in roots if args.startswith("/sbin/docker-init")), roots[0][0])
-    children = sorted(
-        pid for pid, ppid, stat, _ in rows if ppid == init and not stat.startswith("Z")
-    )
-    return children[1:]  # the oldest child (lowest pid, started first) is the front
+    under_init = [(pid, args) for pid, ppid, args in rows if ppid == init]
+    fronts = [pid for pid, args in under_init if "--zygote" not in args]
+    escaped = [pid for pid, args in under_init if "--zygote" in args] + fronts[1:]
+    if idle and fronts:
+        zygotes = {pid for pid, ppid, _ in rows if ppid == fronts[0]}
+        escaped += [pid for pid, ppid, _ in rows if ppid in zygotes]
+    return sorted(escaped)
 
 
 class DockerSandbox(ForkServerClient):
@@ -241,6 +247,9 @@ class DockerSandbox(ForkServerClient):
         self.container_name = new_container_name()
         self.retired_containers: list[str] = []
         self._name_lock = threading.Lock()
+        self._activity_lock = threading.Lock()
+        self._outstanding = 0  # requests whose future is not resolved yet
+        self._submitted = 0
         argv = docker_run_argv(config, self.container_name, docker=docker)
         self._name_index = argv.index("--name") + 1
         env = {key: os.environ[key] for key in _CLI_ENV_KEYS if key in os.environ}
@@ -272,6 +281,28 @@ class DockerSandbox(ForkServerClient):
         if self._sweeper is not None:
             self._sweeper.join(timeout=_CLI_TIMEOUT_S)
 
+    def submit(self, request: Mapping[str, object]) -> Future:
+        """As ``ForkServerClient.submit``; also tracks outstanding requests for the sweeper."""
+        with self._activity_lock:
+            self._outstanding += 1
+            self._submitted += 1
+        try:
+            future = super().submit(request)
+        except BaseException:
+            self._request_done(None)
+            raise
+        future.add_done_callback(self._request_done)
+        return future
+
+    def _request_done(self, _future: Future | None) -> None:
+        with self._activity_lock:
+            self._outstanding -= 1
+
+    def _idle_mark(self) -> int | None:
+        """Requests submitted so far if none is outstanding, else None."""
+        with self._activity_lock:
+            return self._submitted if self._outstanding == 0 else None
+
     def sweep_escapees(self) -> bool:
         """Replace the container if a process escaped a finished program; True if replaced.
 
@@ -279,12 +310,14 @@ class DockerSandbox(ForkServerClient):
         container and re-sends the requests that were in flight.
         """
         name = self.container_name
-        escaped = escaped_processes(name)
+        before = self._idle_mark()
+        escaped = escaped_processes(name, idle=before is not None)
+        if escaped and before is not None and self._idle_mark() != before:
+            # A request arrived while we listed: its program may be what we saw. Look again.
+            escaped = escaped_processes(name, idle=False)
         if not escaped:
             return False
-        logger.warning(
-            "container %s: %d escaped process(es) %s; replacing it", name, len(escaped), escaped
-        )
+        logger.warning("container %s: escaped process(es) %s; replacing it", name, escaped)
         remove_container(name)
         self.escapee_replacements += 1
         return True

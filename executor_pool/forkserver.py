@@ -247,9 +247,10 @@ def _child_main(job: dict, out_fd: int, isolation: dict, devnull: int) -> None:
     code = 0
     try:
         os.setsid()
-        os.dup2(out_fd, 3)
-        for fd in (0, 1, 2):
+        for fd in (0, 1, 2):  # stdio first: devnull itself may be fd 3
             os.dup2(devnull, fd)
+        if out_fd != 3:
+            os.dup2(out_fd, 3)
         os.closerange(4, 65536)
         uid, workdir = job.get("uid"), job["workdir"]
         if _LIBC is not None:
@@ -296,37 +297,56 @@ def _quitter(*_args: object) -> None:
     raise SystemExit(None)
 
 
-def _kill_all_of(uid: int) -> bool:
-    """One ``kill(-1, SIGKILL)`` as ``uid``; False when no process of ``uid`` is left.
+def _kill_all_of(uid: int) -> None:
+    """``kill(-1, SIGKILL)`` as ``uid``: dooms every process of ``uid`` at once.
 
     With real = effective = uid, ``kill(-1)`` reaches only processes whose real or saved uid is
-    ``uid``; the saved uid 0 lets the zygote return to root afterwards.
+    ``uid`` (the kernel blocks forks while it walks the process list); the saved uid 0 lets
+    the zygote return to root afterwards.
     """
     os.setresuid(uid, uid, 0)
     try:
-        if os.getresuid() != (uid, uid, 0):
-            return False
-        try:
-            os.kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
-            return False
-        return True
+        if os.getresuid() == (uid, uid, 0):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(-1, signal.SIGKILL)
     finally:
         os.setresuid(0, 0, 0)
 
 
+def _children_of_uid(uid: int) -> list[int]:
+    """Our direct children whose real uid is ``uid`` (zombies included)."""
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/children") as listing:
+            pids = listing.read().split()
+    except OSError:
+        return []
+    found = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                uid_line = next(line for line in status if line.startswith("Uid:"))
+        except (OSError, StopIteration):
+            continue
+        if int(uid_line.split()[1]) == uid:
+            found.append(int(pid))
+    return found
+
+
 def _sweep_uid(uid: int | None, reap: object) -> None:
-    """Kill every process of the slot ``uid`` (what a program spawned) and wait until all are
-    gone: the zygote is their subreaper, so killed orphans come back to it to be reaped."""
+    """Kill every process of the slot ``uid`` (what a program spawned) and reap them all.
+
+    The zygote is a child subreaper, so every descendant of a program is, once its parents are
+    gone, our direct child: when no direct child has ``uid`` any more, nothing of it is left.
+    """
     if uid is None or uid < 1000 or os.geteuid() != 0:
         return
-    for attempt in range(4000):  # about 2 s at most; normally the first kill finds nothing
-        if not _kill_all_of(uid):
-            return
+    _kill_all_of(uid)
+    for _ in range(4000):  # about 2 s at most; normally nothing was spawned at all
         reap()  # type: ignore[operator]
-        if attempt:
-            select.select([], [], [], 0.0005)
-    sys.stderr.write(f"zygote: processes of uid {uid} survived the sweep\n")
+        if not _children_of_uid(uid):
+            return
+        select.select([], [], [], 0.0005)
+    sys.stderr.write(f"zygote: processes of uid {uid} outlived the sweep\n")
 
 
 class _LineReader:
@@ -480,6 +500,7 @@ def zygote_main(args: dict) -> None:
         out.flush()
 
     while True:
+        reap()  # orphans that died since the last sweep (they count against RLIMIT_NPROC)
         now = time.monotonic()
         wait = min((r.deadline for r in runs.values()), default=now + 3600) - now
         for key, _ in selector.select(max(0.0, wait)):

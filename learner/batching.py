@@ -20,7 +20,9 @@ class InvalidSampleError(ValueError):
     """A training sample is malformed; the message names its index and what is wrong."""
 
 
-def validate_samples(samples: list[TrainSample], vocab_size: int) -> None:
+def validate_samples(
+    samples: list[TrainSample], vocab_size: int, max_length: int | None = None
+) -> None:
     """Reject malformed samples before any work starts (no partial update on bad input)."""
     if not samples:
         raise InvalidSampleError("train_step needs at least one sample")
@@ -40,6 +42,10 @@ def validate_samples(samples: list[TrainSample], vocab_size: int) -> None:
             raise InvalidSampleError(f"sample {i}: advantage {s.advantage!r} is not finite")
         if any(not math.isfinite(lp) or lp > 0 for lp in s.behaviour_logprobs):
             raise InvalidSampleError(f"sample {i}: behaviour logprobs must be finite and <= 0")
+        if max_length is not None and sample_length(s) > max_length:
+            raise InvalidSampleError(
+                f"sample {i}: {sample_length(s)} tokens exceed the model's {max_length}"
+            )
         for t in (*s.prompt_token_ids, *s.response_token_ids):
             if not 0 <= t < vocab_size:
                 raise InvalidSampleError(f"sample {i}: token id {t} outside [0, {vocab_size})")

@@ -21,6 +21,7 @@ from transformers import AutoConfig
 from azr.config import LearnerConfig
 from azr.tasks import TrainSample
 from learner.batching import plan_micro_batches, sample_length, validate_samples
+from learner.checkpoint import CheckpointError
 from learner.worker import LearnerWorker, resolve_device, worker_env
 
 
@@ -49,7 +50,9 @@ class LearnerGroup:
         self.config = config
         self.version = 0
         self._broken: str | None = None
-        self.vocab_size = int(AutoConfig.from_pretrained(model_path).vocab_size)
+        hf_config = AutoConfig.from_pretrained(model_path)
+        self.vocab_size = int(hf_config.vocab_size)
+        self.max_length = int(getattr(hf_config, "max_position_embeddings", 1 << 30))
         use_gpu = resolve_device(config.device) == "cuda" or (
             config.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0
         )
@@ -126,6 +129,12 @@ class LearnerGroup:
                 raise LearnerDiedError(
                     f"learner worker rank {rank} died during {method}: {exc}"
                 ) from exc
+            except CheckpointError:
+                raise  # raised by every rank alike before any collective: the group is intact
+            except Exception:
+                # The other ranks may now wait forever in a collective this rank left.
+                self._broken = f"rank {rank} failed during {method}"
+                raise
         return [results[r] for r in ranks]
 
     # -- training ---------------------------------------------------------------------------
@@ -139,7 +148,7 @@ class LearnerGroup:
         malformed sample.
         """
         start = time.perf_counter()
-        validate_samples(samples, self.vocab_size)
+        validate_samples(samples, self.vocab_size, self.max_length)
         plan = plan_micro_batches(
             [sample_length(s) for s in samples], len(self.workers), self.config.micro_batch_tokens
         )
@@ -173,17 +182,18 @@ class LearnerGroup:
         Rank 0 gathers the full state dict (HF names), splits it into buckets of
         ``config.sync_bucket_mb`` MiB, ``ray.put``s each; the rollout group loads them in
         place (no engine restart). ``version`` must exceed the last one sent (ValueError).
-        Returns seconds, bytes, gbps, buckets, version and the
-        rollout group's own answer under ``rollout``.
+        Returns seconds, bytes, gbps, buckets, version, gather_s and put_s (rank 0's gather
+        and ``ray.put`` time, CPU path) and the rollout group's own answer under ``rollout``.
         """
         if version <= self.version:
             raise ValueError(f"weight version {version} is not newer than {self.version}")
         start = time.perf_counter()
+        timings: dict[str, float] = {}
         if self.use_gpu:
             total, num_buckets, rollout_result = self._sync_nccl(rollout_group, version)
         else:
             bucket_bytes = self.config.sync_bucket_mb * (1 << 20)
-            refs, total = self._all("weight_buckets", bucket_bytes)[0]
+            refs, total, timings = self._all("weight_buckets", bucket_bytes)[0]
             rollout_result = rollout_group.update_weights(refs, version)
             num_buckets = len(refs)
             del refs  # the object store frees the buckets once no one holds a reference
@@ -196,6 +206,7 @@ class LearnerGroup:
             "gbps": total / seconds / 1e9 if seconds > 0 else 0.0,
             "buckets": float(num_buckets),
             "version": float(version),
+            **timings,
             "rollout": rollout_result,
         }
 

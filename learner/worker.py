@@ -214,20 +214,22 @@ class LearnerWorker:
             state.pop(alias, None)
         return state
 
-    def weight_buckets(self, bucket_bytes: int) -> tuple[list[ray.ObjectRef], int]:
+    def weight_buckets(self, bucket_bytes: int) -> tuple[list[ray.ObjectRef], int, dict]:
         """Gather, split into buckets of ≤ ``bucket_bytes`` and ``ray.put`` each (rank 0).
 
-        Returns (bucket refs, total bytes); ([], 0) on other ranks. The refs are owned by this
-        actor and stay valid while it lives.
+        Returns (bucket refs, total bytes, {gather_s, put_s}); ([], 0, {...}) on other ranks.
+        The refs are owned by this actor and stay valid while it lives.
         """
+        start = time.perf_counter()
         state = self.full_state_dict()
-        if self.rank != 0:
-            return [], 0
+        gathered = time.perf_counter()
         refs, total = [], 0
-        for bucket in split_into_buckets(state, bucket_bytes):
-            total += sum(t.numel() * t.element_size() for t in bucket.values())
-            refs.append(ray.put(bucket))
-        return refs, total
+        if self.rank == 0:
+            for bucket in split_into_buckets(state, bucket_bytes):
+                total += sum(t.numel() * t.element_size() for t in bucket.values())
+                refs.append(ray.put(bucket))
+        timings = {"gather_s": gathered - start, "put_s": time.perf_counter() - gathered}
+        return refs, total, timings
 
     def nccl_connect(self, master_address: str, master_port: int, world_size: int) -> None:
         """GPU: join the weight-broadcast NCCL group (see `learner.nccl_sync`, unverified)."""

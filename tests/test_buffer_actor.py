@@ -1,17 +1,20 @@
 """BufferActor on a real local Ray cluster: API, metrics, a hard crash, concurrent clients."""
 
 import os
+import re
 import signal
+import socket
 import sys
 import threading
 import time
+import urllib.request
 
 import pytest
 import ray
 from ray.exceptions import RayActorError
 
 from azr.config import BufferConfig
-from azr.tasks import TaskType, Triplet
+from azr.tasks import IDENTITY_INDUCTION, TaskType, Triplet
 from buffer_service import AddResult, create_buffer_actor
 from buffer_service.buffers import LOG_NAME
 from buffer_service.entries import entry_key
@@ -25,10 +28,22 @@ D, A = TaskType.DEDUCTION, TaskType.ABDUCTION
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    """A private Ray cluster whose metrics agent exports every second; yields its port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # address="local": always a private cluster, never one another engineer started here.
+    ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        log_to_driver=False,
+        _metrics_export_port=port,
+        _system_config={"metrics_report_interval_ms": 1000},
+    )
     # Workers cannot import this test module: ship its client actor class by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    yield
+    yield port
     ray.shutdown()
 
 
@@ -59,6 +74,26 @@ def test_actor_api_and_metric_totals(ray_cluster, tmp_path):
     assert metrics["rejected:deduction:negative_step_or_version"] == 1
     assert metrics["size:deduction"] == 4
     assert metrics["samples:deduction:tasks"] == 1
+    ray.kill(actor, no_restart=True)
+
+
+def test_metrics_reach_the_prometheus_endpoint(ray_cluster, tmp_path):
+    actor = create_buffer_actor(BufferConfig(), tmp_path, seed=0)
+    task = IDENTITY_INDUCTION.model_copy(update={"program": "def f(x):\n    return x  # v2"})
+    result = ray.get(actor.add_many.remote(TaskType.INDUCTION, [task]))
+    assert result.duplicates == (0,)  # same program as the seed once comments are ignored
+    wanted = {
+        r'ray_azr_buffer_dedup_hits_total\{[^}]*task="induction"[^}]*\} 1\.0',
+        r'ray_azr_buffer_size\{[^}]*task="induction"[^}]*\} 1\.0',
+        r'ray_azr_buffer_add_latency_s_count\{[^}]*task="induction"[^}]*\} 1\.0',
+    }
+    deadline = time.monotonic() + 60
+    while wanted and time.monotonic() < deadline:
+        url = f"http://127.0.0.1:{ray_cluster}/metrics"
+        body = urllib.request.urlopen(url, timeout=10).read().decode()
+        wanted = {w for w in wanted if not re.search(w, body)}
+        time.sleep(0.5)
+    assert not wanted, f"not exported: {wanted}"
     ray.kill(actor, no_restart=True)
 
 

@@ -124,3 +124,31 @@ def test_damaged_checkpoint_is_refused_and_changes_nothing(tmp_path):
     with pytest.raises(CheckpointError):
         buffers.restore(tmp_path / "ckpt", 2)
     assert buffers.entries(D) == [*before, later]
+
+
+def test_a_failed_write_is_not_acknowledged_and_leaves_no_partial_record(tmp_path):
+    import resource
+    import signal
+
+    buffers = TaskBuffers(tmp_path, seed=0)
+    path = tmp_path / LOG_NAME
+    size = path.stat().st_size
+    big = [
+        Triplet(program=f"def f(x):\n    return x + {i}", input="1", output=str(i + 1), step=1)
+        for i in range(200)
+    ]
+    # A real "file too large" from the kernel, as on a full disk: the limit sits mid-record.
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 1000, hard))
+    try:
+        with pytest.raises(OSError):
+            buffers.add_many(D, big, request_id="too-big")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert path.stat().st_size == size and buffers.size(D) == 1
+    assert buffers.add_many(D, big, request_id="too-big").added == 200  # not in the ledger
+    buffers.close()
+    reopened = TaskBuffers(tmp_path, seed=0)
+    assert reopened.size(D) == 201 and not reopened.stats()["recovery"]["damaged_regions"]

@@ -32,7 +32,14 @@ PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
 SUBMIT_SH = DEPLOY / "submit.sh"
 PAPER_CONFIGS = ["qwen2.5-7b-coder.yaml", "qwen2.5-14b-coder.yaml"]
 CODE_PACKAGES = ["azr", "actors", "learner", "executor_pool", "buffer_service"]
-REQUIRED_ROWS = ["Self-play health", "Executor pool", "Rollout", "Learner", "Weight sync", "Buffers"]
+REQUIRED_ROWS = [
+    "Self-play health",
+    "Executor pool",
+    "Rollout",
+    "Learner",
+    "Weight sync",
+    "Buffers",
+]
 
 
 def load_dashboard_builder():
@@ -238,9 +245,9 @@ def _metric_definitions() -> tuple[dict[str, str], list[tuple[re.Pattern[str], s
                 continue
             tree = ast.parse(source)
             for node in ast.walk(tree):
-                if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                    if re.fullmatch(r"azr_[a-z0-9_]+", node.value):
-                        exact.setdefault(node.value, "unknown")
+                is_text = isinstance(node, ast.Constant) and isinstance(node.value, str)
+                if is_text and re.fullmatch(r"azr_[a-z0-9_]+", node.value):
+                    exact.setdefault(node.value, "unknown")
                 if not isinstance(node, ast.Call) or not node.args:
                     continue
                 func = node.func
@@ -356,6 +363,11 @@ def test_submit_builds_the_job_command_and_sends_the_token(tmp_path):
         "azr", "train", "--config", "configs/qwen2.5-7b-coder.yaml", "executor.per_node=16",
     ]  # fmt: skip
     assert "auth: token" in done.stderr
+    # Resuming keeps the run's own config unless one is named.
+    done = _submit(["--resume", "/runs/x", "selfplay.steps=9"], RAY_AUTH_TOKEN="t")
+    assert done.returncode == 0, done.stderr
+    tail = done.stdout.split()[done.stdout.split().index("--") + 1 :]
+    assert tail == ["azr", "train", "--resume", "/runs/x", "selfplay.steps=9"]
 
 
 def test_submit_refuses_token_mode_without_a_token_and_bad_configs(tmp_path):

@@ -210,7 +210,7 @@ def test_escaped_process_gets_its_container_replaced(docker_image: str) -> None:
     )
     with DockerSandbox(config) as sandbox:
         first = sandbox.container_name
-        assert escaped_processes(first) == []
+        assert escaped_processes(first, idle=True) == []
         assert run(sandbox, escape, "")["results"] == [["ok", "'escaped'"]]
         deadline = time.monotonic() + 30
         while sandbox.escapee_replacements == 0 and time.monotonic() < deadline:
@@ -218,7 +218,29 @@ def test_escaped_process_gets_its_container_replaced(docker_image: str) -> None:
         assert sandbox.escapee_replacements == 1
         assert run(sandbox, "def f(x):\n    return x", "1")["results"] == [["ok", "1"]]
         assert inspect(first) is None
-        assert escaped_processes(sandbox.container_name) == []
+        assert escaped_processes(sandbox.container_name, idle=True) == []
+
+
+def test_a_running_program_is_not_taken_for_an_escapee(docker_image: str) -> None:
+    with DockerSandbox(make_config(docker_image, docker_sweep_interval_s=0)) as sandbox:
+        busy = sandbox.submit(
+            {
+                "op": "run",
+                "program": "def f():\n    while True:\n        pass",
+                "inputs": [""],
+                "timeout": 3.0,
+            }
+        )
+        deadline = time.monotonic() + 20
+        while (
+            not escaped_processes(sandbox.container_name, idle=True) and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)  # until the program's process is up
+        assert escaped_processes(sandbox.container_name, idle=True)  # it would look like one...
+        assert escaped_processes(sandbox.container_name, idle=False) == []
+        assert sandbox.sweep_escapees() is False  # ...but a request is outstanding
+        assert busy.result(timeout=60)["status"] == "timeout"
+        assert sandbox.restarts == 0 and sandbox.escapee_replacements == 0
 
 
 def start_labelled_container(docker_image: str, owner: str) -> str:

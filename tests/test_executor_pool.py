@@ -29,7 +29,7 @@ SLOW_PROGRAM = (
 )
 
 
-def slow_requests(count: int, base: int = 60_000) -> tuple[list[ValidateRequest], list[str]]:
+def slow_requests(count: int, base: int = 20_000) -> tuple[list[ValidateRequest], list[str]]:
     """Requests whose outputs all differ, so a result in the wrong slot cannot pass."""
     sizes = [base + 97 * i for i in range(count)]
     requests = [ValidateRequest(program=SLOW_PROGRAM, inputs=(str(n),)) for n in sizes]
@@ -152,7 +152,7 @@ def test_score_many_and_the_async_api(pool: ExecutorPool) -> None:
 def test_nodes_that_join_get_executors_2_2_2_and_share_the_work(
     cluster: Cluster, pool: ExecutorPool, worker_nodes: list
 ) -> None:
-    requests, expected = slow_requests(40)
+    requests, expected = slow_requests(24)
     running = pool.submit_validate(requests)
     # Two executor nodes join during the run; a node without the resource gets nothing.
     worker_nodes.extend(cluster.add_node(**NODE_ARGS) for _ in range(2))
@@ -170,7 +170,7 @@ def test_nodes_that_join_get_executors_2_2_2_and_share_the_work(
     assert len(pool.members()) == 3 * PER_NODE
 
     before = {s["name"]: s.get("validate_requests", 0) for s in pool.actor_stats()}
-    requests, expected = slow_requests(36, base=2_000)
+    requests, expected = slow_requests(24, base=2_000)
     assert [r.outputs for r in pool.validate_many(requests)] == [(e,) for e in expected]
     after = pool.actor_stats()
     worked = {
@@ -181,7 +181,7 @@ def test_nodes_that_join_get_executors_2_2_2_and_share_the_work(
 
 def test_backpressure_bounds_chunks_in_flight_per_actor(pool: ExecutorPool) -> None:
     limit = pool.config.max_chunks_in_flight
-    requests, expected = slow_requests(90, base=20_000)
+    requests, expected = slow_requests(48, base=10_000)
     running = pool.submit_validate(requests)
     peak_in_flight, saw_queue = 0, False
     while not running.done():
@@ -196,7 +196,7 @@ def test_backpressure_bounds_chunks_in_flight_per_actor(pool: ExecutorPool) -> N
 
 def test_killing_an_actor_mid_batch_returns_every_result_exactly_once(pool: ExecutorPool) -> None:
     before = pool.stats()
-    requests, expected = slow_requests(48, base=40_000)
+    requests, expected = slow_requests(24, base=30_000)
     running = pool.submit_validate(requests)
     wait_for(busy_member_on(pool, {head_id()}), 30, "a busy actor")
     victim = next(m for m in pool.members() if m.chunks_in_flight > 0 and m.state == "ready")
@@ -217,7 +217,7 @@ def test_removing_a_node_mid_batch_loses_no_program(
 ) -> None:
     doomed = worker_nodes.pop()
     before = pool.stats()
-    requests, expected = slow_requests(48, base=50_000)
+    requests, expected = slow_requests(24, base=40_000)
     running = pool.submit_validate(requests)
     wait_for(busy_member_on(pool, {doomed.node_id}), 30, "work on the doomed node")
     cluster.remove_node(doomed)
@@ -230,9 +230,13 @@ def test_removing_a_node_mid_batch_loses_no_program(
     wait_for(lambda: pool.placement() == dict.fromkeys(remaining, PER_NODE), 60, "2-2 placement")
 
 
-def test_shutdown_fails_new_work_clearly(cluster: Cluster) -> None:
-    pool = ExecutorPool(executor_config(per_node=1))
+def test_no_executor_node_fails_the_batch_clearly_and_shutdown_is_final(cluster: Cluster) -> None:
+    config = executor_config(resource="no-node-has-this", start_timeout_s=1.0)
+    pool = ExecutorPool(config, wait_ready=False)
+    request = ValidateRequest(program="def f(x):\n    return x", inputs=("1",))
+    with pytest.raises(ExecutorPoolError, match="no executor actor .*'no-node-has-this'"):
+        pool.validate_many([request])
     pool.shutdown()
     pool.shutdown()  # idempotent
     with pytest.raises(ExecutorPoolError, match="shut down"):
-        pool.validate_many([ValidateRequest(program="def f(x):\n    return x", inputs=("1",))])
+        pool.validate_many([request])

@@ -123,12 +123,13 @@ def test_plan_respects_budget_and_equalises_depth():
         ({"advantage": math.nan}, "not finite"),
         ({"behaviour_logprobs": [0.5, -1.0]}, "finite and <= 0"),
         ({"prompt_token_ids": [1, TINY_VOCAB]}, "outside"),
+        ({"response_token_ids": [3] * 300, "behaviour_logprobs": [-1.0] * 300}, "exceed"),
     ],
 )
 def test_bad_samples_are_rejected_with_a_clear_error(change, message):
     good = TrainSample([1, 2], [3, 4], [-1.0, -2.0], advantage=0.5)
     with pytest.raises(InvalidSampleError, match=message):
-        validate_samples([good, replace(good, **change)], TINY_VOCAB)
+        validate_samples([good, replace(good, **change)], TINY_VOCAB, max_length=256)
 
 
 # ---------------------------------------------------------------- the FSDP2 group (real Ray)

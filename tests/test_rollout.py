@@ -29,7 +29,8 @@ PROMPTS = [
     "def f(text):\n    return text.upper()",
 ]
 LONG_PROMPT = "\n".join(
-    f"def g{i}(x, y):\n    z = [v * {i} for v in range(x)]\n    return sum(z) + y" for i in range(24)
+    f"def g{i}(x, y):\n    z = [v * {i} for v in range(x)]\n    return sum(z) + y"
+    for i in range(24)
 )
 
 
@@ -122,7 +123,7 @@ def test_engine_runs_pinned_in_process(group: RolloutGroup):
     assert all(len(i["cores"]) == 1 for i in infos)
     if len(os.sched_getaffinity(0)) >= 2:
         assert infos[0]["cores"] != infos[1]["cores"]
-    assert all(i["vllm_ray_stats"] for i in infos)
+    assert all(i["engine_stats"] for i in infos)
 
 
 def test_generate_honours_explicit_sampling(group: RolloutGroup, tokenizer):

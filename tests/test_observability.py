@@ -1,0 +1,405 @@
+"""Observability end to end, with real parts and the path users take.
+
+A dedicated Ray head (its own ports, temp dir and metrics export port) runs two self-play
+steps of the tiny config as a Ray job submitted through deploy/submit.sh (`ray job submit`);
+a real Prometheus (Debian's package, deploy/prometheus/install.sh) scrapes the head through
+a config rendered from deploy/prometheus/prometheus.yml; then every PromQL query of the
+Grafana dashboard is evaluated through Prometheus' HTTP API and must parse and return data.
+A panel querying a metric that nobody exports fails here.
+
+Everything this module starts runs in its own session (process group); teardown stops
+exactly those sessions, never `ray stop` (other people's Ray clusters share the machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD_JSON = REPO_ROOT / "deploy" / "grafana" / "dashboards" / "azr.json"
+PROMETHEUS_YML = REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml"
+VENV_BIN = Path(sys.executable).parent
+CRUXEVAL = REPO_ROOT.parent / "shared" / "data" / "cruxeval.jsonl"
+SCRAPE_INTERVAL = "1s"
+HEAD_START_TIMEOUT_S = 120
+JOB_TIMEOUT_S = 300
+SCRAPE_WAIT_S = 60
+AGENT_WAIT_S = 90
+
+
+def load_dashboard_builder():
+    """deploy/grafana/build_dashboard.py as a module (it is a script, not a package)."""
+    path = REPO_ROOT / "deploy" / "grafana" / "build_dashboard.py"
+    spec = importlib.util.spec_from_file_location("azr_build_dashboard", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_json(url: str, timeout: float = 10.0) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def wait_for(what: str, probe, timeout_s: float, interval_s: float = 1.0):
+    """Poll `probe()` until it returns a truthy value; fail with `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+            if value:
+                return value
+        except (OSError, urllib.error.URLError, ValueError) as exc:
+            last_error = exc
+        time.sleep(interval_s)
+    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what} (last error: {last_error})")
+
+
+def stop_session(session_id: int, also_matching: str | None = None, grace_s: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL, every process of one session (plus any whose command line names
+    `also_matching`, e.g. our Ray temp dir): exactly what this module started."""
+
+    def members() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                if os.getsid(pid) == session_id:
+                    found.append(pid)
+                elif also_matching:
+                    cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+                    if also_matching.encode() in cmdline:
+                        found.append(pid)
+            except (ProcessLookupError, PermissionError, FileNotFoundError):
+                continue
+        return [pid for pid in found if pid != os.getpid()]
+
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        pids = members()
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and members():
+            time.sleep(0.5)
+
+
+@dataclass
+class RayHead:
+    """A single-node Ray cluster of our own (`ray start --head --block` in a new session)."""
+
+    temp_dir: Path
+    dashboard_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def discovery_file(self) -> Path:
+        return self.temp_dir / "prom_metrics_service_discovery.json"
+
+    def start(self, num_cpus: int) -> None:
+        command = [
+            str(VENV_BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats",
+            f"--port={free_port()}",
+            f"--ray-client-server-port={free_port()}",
+            f"--dashboard-port={self.dashboard_port}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={self.metrics_port}",
+            f"--temp-dir={self.temp_dir}",
+            f"--num-cpus={num_cpus}",
+        ]  # fmt: skip
+        log = (self.temp_dir.parent / f"{self.temp_dir.name}-head.log").open("w")
+        self.process = subprocess.Popen(
+            command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_for(
+            "the Ray dashboard",
+            lambda: self._alive() and http_json(f"{self.dashboard_url}/api/version"),
+            HEAD_START_TIMEOUT_S,
+        )
+        wait_for("Ray's service-discovery file", self.discovery_file.exists, 60)
+
+    def _alive(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            pytest.fail(f"ray start exited with {self.process.returncode}: see {self.temp_dir}")
+        return True
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_session(self.process.pid, also_matching=str(self.temp_dir))
+
+
+@dataclass
+class Prometheus:
+    """A Prometheus server on loopback, scraping what the Ray head's discovery file lists."""
+
+    config: Path
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            pytest.fail("prometheus is not installed: run deploy/prometheus/install.sh")
+        log = (self.data_dir.parent / "prometheus.log").open("w")
+        self.process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={self.config}",
+                f"--storage.tsdb.path={self.data_dir}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for("Prometheus to be ready", lambda: self._ready(), 60)
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            pytest.fail(f"prometheus exited with {self.process.returncode}")
+        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=5) as response:
+            return response.status == 200
+
+    def query(self, expr: str, at: float) -> dict:
+        """Instant query at time `at`; returns the API's JSON (errors included, not raised)."""
+        params = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
+        try:
+            return http_json(f"{self.url}/api/v1/query?{params}")
+        except urllib.error.HTTPError as exc:  # 400/422: a parse or evaluation error
+            return json.loads(exc.read() or b"{}") or {"status": "error", "error": str(exc)}
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_session(self.process.pid)
+
+
+def render_prometheus_config(discovery_file: Path, out: Path) -> Path:
+    """deploy/prometheus/prometheus.yml with this head's discovery file and a 1 s scrape."""
+    config = yaml.safe_load(PROMETHEUS_YML.read_text())
+    config["global"].update(
+        scrape_interval=SCRAPE_INTERVAL, evaluation_interval=SCRAPE_INTERVAL, scrape_timeout="1s"
+    )
+    (job,) = config["scrape_configs"]
+    job["file_sd_configs"][0]["files"] = [str(discovery_file)]
+    job["file_sd_configs"][0]["refresh_interval"] = "1s"
+    out.write_text(yaml.safe_dump(config))
+    return out
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    # Short: Ray's socket paths (<temp dir>/session_.../sockets/...) must stay < 108 bytes.
+    base = Path(os.environ.get("RAY_TMPDIR") or REPO_ROOT / ".scratch" / "ray")
+    base.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="obs-", dir=base))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def head_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        RAY_AUTH_MODE="disabled",  # this private loopback head only; clusters use tokens
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",  # the job's `azr` entry point
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def ray_head(workdir: Path, head_env: dict[str, str]) -> Iterator[RayHead]:
+    from azr.config import load_config
+    from azr.runtime import _local_cpus
+
+    head = RayHead(temp_dir=workdir / "ray", env=head_env)
+    head.temp_dir.mkdir()
+    try:
+        head.start(num_cpus=_local_cpus(load_config(REPO_ROOT / "configs" / "tiny.yaml")))
+        yield head
+    finally:
+        head.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(ray_head: RayHead, workdir: Path) -> Iterator[Prometheus]:
+    config = render_prometheus_config(ray_head.discovery_file, workdir / "prometheus.yml")
+    server = Prometheus(config=config, data_dir=workdir / "prometheus-data")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def submit_tiny_run(head: RayHead, output_dir: Path) -> str:
+    """Two self-play steps of configs/tiny.yaml as a Ray job, through deploy/submit.sh."""
+    job_id = f"azr-obs-{uuid.uuid4().hex[:8]}"
+    # Paths become absolute: the job runs in a temporary copy of the repository.
+    overrides = [
+        "selfplay.steps=2",
+        "selfplay.eval_every=1",
+        "selfplay.eval_size=8",
+        f"selfplay.eval_data={CRUXEVAL}",
+        f"model.cache_dir={REPO_ROOT / '.scratch' / 'models'}",
+        f"model.tiny.data_path={CRUXEVAL}",
+        f"output_dir={output_dir}",
+        "run_name=observability",
+    ]
+    env = dict(
+        head.env, RAY_ADDRESS=head.dashboard_url, AZR_JOB_ID=job_id, RAY=str(VENV_BIN / "ray")
+    )
+    command = [str(REPO_ROOT / "deploy" / "submit.sh"), "--no-wait", "configs/tiny.yaml"]
+
+    def submit() -> subprocess.CompletedProcess | None:
+        done = subprocess.run(
+            [*command, *overrides],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        # The head answers before its node's dashboard agent registered: Ray says to retry.
+        return None if "No available agent" in done.stderr else done
+
+    done = wait_for("the head to accept jobs", submit, AGENT_WAIT_S, interval_s=3.0)
+    assert done.returncode == 0, f"submit.sh failed:\n{done.stdout}\n{done.stderr}"
+    return job_id
+
+
+def wait_for_job(head: RayHead, job_id: str) -> None:
+    terminal = {"SUCCEEDED", "FAILED", "STOPPED"}
+    info = wait_for(
+        f"job {job_id}",
+        lambda: (
+            (i := http_json(f"{head.dashboard_url}/api/jobs/{job_id}"))["status"] in terminal and i
+        ),
+        JOB_TIMEOUT_S,
+        interval_s=3.0,
+    )
+    if info["status"] != "SUCCEEDED":
+        logs = http_json(f"{head.dashboard_url}/api/jobs/{job_id}/logs").get("logs", "")
+        pytest.fail(f"job {job_id} {info['status']}: {info.get('message')}\n{logs[-6000:]}")
+
+
+def sample_window(
+    prom: Prometheus, series: str, now: float, lookback_s: int
+) -> tuple[float, float]:
+    """(first, last) sample time of any series named `series` within the lookback."""
+    result = prom.query(f"{series}[{lookback_s}s]", now)
+    assert result.get("status") == "success", result
+    stamps = [float(t) for s in result["data"]["result"] for t, _ in s["values"]]
+    return (min(stamps), max(stamps)) if stamps else (math.inf, -math.inf)
+
+
+def test_every_dashboard_query_returns_data_from_a_real_run(ray_head, prometheus, workdir):
+    builder = load_dashboard_builder()
+    started = time.time()
+    job_id = submit_tiny_run(ray_head, workdir / "runs")
+    wait_for_job(ray_head, job_id)
+    finished = time.time()
+    lookback = int(finished - started) + 120
+
+    # The final values reach Prometheus within a report interval of Ray's metrics agent.
+    wait_for(
+        "the last step's metrics in Prometheus",
+        lambda: (
+            prometheus.query(f"max_over_time(ray_azr_step[{lookback}s])", time.time())
+            .get("data", {})
+            .get("result")
+        ),
+        SCRAPE_WAIT_S,
+    )
+    time.sleep(5)
+    now = time.time()
+
+    # Every metric the dashboard reads must have been exported; event counters (timeouts,
+    # evictions ...) only after their first event, and their panels fall back to 0.
+    windows: dict[str, tuple[float, float]] = {}
+    missing = []
+    for metric in [*builder.METRICS.values(), *builder.VLLM_METRICS.values()]:
+        series = metric.series + ("_count" if metric.kind == "histogram" else "")
+        window = sample_window(prometheus, series, now, lookback)
+        if window[0] <= window[1]:
+            windows[metric.name] = window
+        elif not metric.event:
+            missing.append(series)
+    assert not missing, f"metrics the dashboard queries but nothing exported: {missing}"
+
+    # Evaluate at a moment every metric was live (actors' and the driver's series disappear
+    # some seconds after their processes exit), over windows that cover the whole run.
+    at = min(last for _, last in windows.values())
+    late = {name: first for name, (first, _) in windows.items() if first > at}
+    assert not late, f"no moment when every metric was exported at once: {late}"
+    window = f"{int(at - started) + 30}s"
+    failures = []
+    queries = 0
+    for panel in json.loads(DASHBOARD_JSON.read_text())["panels"]:
+        for target in panel.get("targets", []):
+            queries += 1
+            expr = target["expr"].replace("$__rate_interval", window).replace("$__range", window)
+            answer = prometheus.query(expr, at)
+            if answer.get("status") != "success":
+                failures.append(f"{panel['title']} [{target['refId']}]: {answer.get('error')}")
+                continue
+            result = answer["data"]["result"]
+            values = [float(s["value"][1]) for s in result]
+            if not values:
+                failures.append(f"{panel['title']} [{target['refId']}]: no data for {expr}")
+            elif not any(math.isfinite(v) for v in values):
+                failures.append(f"{panel['title']} [{target['refId']}]: only NaN/Inf for {expr}")
+    assert queries >= 40
+    assert not failures, "dashboard queries without data:\n" + "\n".join(failures)
