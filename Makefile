@@ -47,6 +47,7 @@ clean:
 # --- Docker sandbox plumbing (docker backend tests; see deploy/docker/) -------------------
 # DOCKER_TESTS=0 skips the engine and image (the `docker`-marked tests then skip cleanly).
 DOCKER_TESTS ?= 1
+export DOCKER_TESTS
 .PHONY: dockerd dockerd-stop docker-image
 
 # Installs docker.io + debootstrap when missing and starts an engine when none answers;
@@ -59,5 +60,7 @@ dockerd-stop:
 	deploy/docker/dockerd.sh stop
 
 # azr-executor:test from a cached debootstrap rootfs; rebuilt only when its inputs change.
+# (`make test` should run pytest under deploy/docker/with_docker.sh, which does all of this
+# and stops the engine afterwards if it started it.)
 docker-image: dockerd
 	deploy/docker/build_test_image.sh

@@ -66,8 +66,9 @@ class TinyModelConfig(Section):
     data_path: str | None = None
     """CRUXEval JSONL for the tokenizer corpus and the warm start (relative = to the repo root);
     None = ../shared/data/cruxeval.jsonl beside the repo."""
-    warm_start_max_seconds: float = Field(150.0, gt=0)
-    """Wall-clock cap of the warm start (it stops early, keeping what it learned)."""
+    warm_start_max_seconds: float = Field(300.0, gt=0)
+    """Safety cap on the warm start's wall clock (~2 min on 2 idle cores); when hit it stops early,
+    keeps and caches what it learned, and records the steps done in warm_start.json."""
 
 
 class ModelConfig(Section):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,31 +40,36 @@ class GuardedGenerator:
 
 
 class BufferClient:
-    """Synchronous calls on the BufferActor, shaped as `azr.selfplay.TaskStore`."""
+    """The buffer service's API shaped as `azr.selfplay.TaskStore`.
 
-    def __init__(self, actor: Any, step_of: Any):
-        self.actor = actor
-        self._step_of = step_of  # callable: the current step, stamped on every add
+    ``call(method, *args, **kwargs)`` reaches either the BufferActor (``for_actor``) or an
+    in-process ``TaskBuffers`` (``local``), which have the same methods.
+    """
+
+    def __init__(self, call: Callable[..., Any]):
+        self._call = call
+
+    @classmethod
+    def for_actor(cls, actor: Any) -> BufferClient:
+        return cls(lambda name, *a, **kw: ray.get(getattr(actor, name).remote(*a, **kw)))
+
+    @classmethod
+    def local(cls, buffers: Any) -> BufferClient:
+        return cls(lambda name, *a, **kw: getattr(buffers, name)(*a, **kw))
 
     def reference_sets(self, task: TaskType, k: int, count: int) -> list[list[Any]]:
-        if count <= 0:
-            return []
-        return ray.get(self.actor.sample_reference_sets.remote(task, k, count))
+        return self._call("sample_reference_sets", task, k, count) if count > 0 else []
 
     def tasks(self, task: TaskType, n: int) -> list[Any]:
-        if n <= 0:
-            return []
-        return ray.get(self.actor.sample_tasks.remote(task, n, new_first=False))
+        # Uniform from the buffer as it was before this step's additions (the new tasks are
+        # in the solve batch already, through their Monte-Carlo samples).
+        return self._call("sample_tasks", task, n, new_first=False) if n > 0 else []
 
     def add(self, task: TaskType, tasks: list[Any]) -> int:
-        result = ray.get(self.actor.add_many.remote(task, tasks))
-        return int(getattr(result, "added", 0))
+        return int(self._call("add_many", task, tasks).added)
 
     def size(self, task: TaskType) -> int:
-        return int(ray.get(self.actor.size.remote(task)))
-
-    def stats(self) -> dict:
-        return ray.get(self.actor.stats.remote())
+        return int(self._call("size", task))
 
 
 def _local_cpus(config: AZRConfig) -> int:
@@ -85,7 +91,6 @@ class Runtime:
         self.config = config
         self._started_ray = False
         self._closers: list[Any] = []
-        self.step = 0
 
     def __enter__(self) -> Runtime:
         from transformers import AutoTokenizer
@@ -116,7 +121,7 @@ class Runtime:
             buffer_dir = Path(config.buffer.dir or config.run_dir / "buffer")
             self.buffer = create_buffer_actor(config.buffer, buffer_dir, seed=config.seed)
             self._closers.append(lambda: ray.kill(self.buffer))
-            self.store = BufferClient(self.buffer, lambda: self.step)
+            self.store = BufferClient.for_actor(self.buffer)
             try:
                 self.rollout = RolloutGroup(self.model_path, config.rollout)
                 self._closers.append(self.rollout.shutdown)

@@ -313,7 +313,13 @@ def _literal(text: str) -> tuple[bool, object]:
 
 
 def evaluate(
-    model_dir: Path, held_out: list[Triplet], *, seed: int, per_combo: int = 8, samples: int = 16
+    model_dir: Path,
+    held_out: list[Triplet],
+    *,
+    seed: int,
+    per_combo: int = 6,
+    samples: int = 12,
+    max_new_tokens: int = 160,
 ) -> dict:
     """Figures on the eval half: greedy format-valid rate per combination, CRUXEval-O accuracy,
     and the valid-program rate of temperature-1 sampled deduction/abduction proposals."""
@@ -331,7 +337,7 @@ def evaluate(
         with torch.no_grad():
             out = model.generate(
                 **enc,
-                max_new_tokens=256,
+                max_new_tokens=max_new_tokens,
                 do_sample=sample,
                 temperature=1.0 if sample else None,
                 top_p=1.0 if sample else None,

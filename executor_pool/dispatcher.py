@@ -40,6 +40,8 @@ class Snapshot:
     """Read-only view of the dispatcher's state for other threads."""
 
     nodes: frozenset[str] = frozenset()
+    usable_nodes: frozenset[str] = frozenset()
+    """Executor nodes the pool has not given up on (after repeated start-up failures)."""
     ready_per_node: dict[str, int] = field(default_factory=dict)
     members: tuple[MemberInfo, ...] = ()
     counters: dict[str, int] = field(default_factory=dict)
@@ -343,6 +345,7 @@ class Dispatcher:
         counters = dict(self._counters, pending_requests=pending, in_flight_requests=in_flight)
         snapshot = Snapshot(
             nodes=membership.nodes,
+            usable_nodes=membership.usable_nodes(),
             ready_per_node=ready,
             members=tuple(m.info() for m in membership.members),
             counters=counters,

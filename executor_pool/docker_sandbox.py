@@ -22,9 +22,10 @@ Escapees: as non-root the fork-server cannot kill what a program spawned into a 
 (``os.setsid`` then return): such a process outlives its program (the zygote, its subreaper,
 inherits it) and keeps eating the container's CPU and pids, slowing later programs into false
 timeouts. A sweeper thread lists the container's processes (``docker top``: nothing runs
-inside) every ``docker_sweep_interval_s``. Only the fork-server may hang off init, and while no
-request is outstanding the zygotes have no children at all; anything else escaped, and the
-container is replaced (which re-runs whatever was in flight).
+inside) every ``docker_sweep_interval_s``. Only the fork-server may hang off init; a zygote's
+child is a running program only while a request is outstanding and younger than the longest
+request budget. Anything else escaped, and the container is replaced (which re-runs whatever
+was in flight).
 """
 
 from __future__ import annotations
@@ -199,35 +200,41 @@ def require_image(image: str) -> None:
         )
 
 
-def escaped_processes(name: str, *, idle: bool) -> list[int] | None:
+def escaped_processes(name: str, *, idle: bool, max_age_s: float | None = None) -> list[int] | None:
     """Host pids of processes in container ``name`` that escaped a finished program.
 
     Legitimate tree: init (tini) -> the fork-server front -> two zygotes -> one child per
     running program. A second child of init is an escapee at any time; a child of a zygote is
-    one when ``idle`` (no request outstanding, so no program can be running). The front is
-    told from the zygotes by its arguments (fork keeps a zygote's, pids wrap around).
+    one when ``idle`` (no request outstanding, so no program can be running) or when it is
+    older than ``max_age_s`` (longer than any outstanding request may run). The front is told
+    from the zygotes by its arguments (fork keeps a zygote's; pids wrap around).
     None when the container cannot be listed (gone, engine hiccup).
     """
-    done = _docker("top", name, "-o", "pid,ppid,stat,args")
+    done = _docker("top", name, "-o", "pid,ppid,etimes,stat,args")
     if done.returncode != 0:
         return None
-    rows = []  # (pid, ppid, args) of live (non-zombie) processes
+    rows = []  # (pid, ppid, age in s, args) of live (non-zombie) processes
     for line in done.stdout.splitlines()[1:]:
-        fields = line.split(None, 3)
-        live = len(fields) >= 3 and not fields[2].startswith("Z")
-        if live and fields[0].isdigit() and fields[1].isdigit():
-            rows.append((int(fields[0]), int(fields[1]), fields[3] if len(fields) > 3 else ""))
-    pids = {pid for pid, _, _ in rows}
-    roots = [(pid, args) for pid, ppid, args in rows if ppid not in pids]  # init, `docker exec`s
+        fields = line.split(None, 4)
+        live = len(fields) >= 4 and not fields[3].startswith("Z")
+        if live and all(field.isdigit() for field in fields[:3]):
+            args = fields[4] if len(fields) > 4 else ""
+            rows.append((int(fields[0]), int(fields[1]), int(fields[2]), args))
+    pids = {pid for pid, _, _, _ in rows}
+    roots = [(pid, args) for pid, ppid, _, args in rows if ppid not in pids]  # init, `docker exec`s
     init = next((pid for pid, args in roots if args.startswith("/sbin/docker-init")), None)
     if init is None:
         return []
-    under_init = [(pid, args) for pid, ppid, args in rows if ppid == init]
+    under_init = [(pid, args) for pid, ppid, _, args in rows if ppid == init]
     fronts = [pid for pid, args in under_init if "--zygote" not in args]
     escaped = [pid for pid, args in under_init if "--zygote" in args] + fronts[1:]
-    if idle and fronts:
-        zygotes = {pid for pid, ppid, _ in rows if ppid == fronts[0]}
-        escaped += [pid for pid, ppid, _ in rows if ppid in zygotes]
+    if fronts:
+        zygotes = {pid for pid, ppid, _, _ in rows if ppid == fronts[0]}
+        escaped += [
+            pid
+            for pid, ppid, age, _ in rows
+            if ppid in zygotes and (idle or (max_age_s is not None and age > max_age_s))
+        ]
     return sorted(escaped)
 
 
@@ -250,6 +257,7 @@ class DockerSandbox(ForkServerClient):
         self._activity_lock = threading.Lock()
         self._outstanding = 0  # requests whose future is not resolved yet
         self._submitted = 0
+        self._longest_budget_s = 0.0  # of any request submitted so far
         argv = docker_run_argv(config, self.container_name, docker=docker)
         self._name_index = argv.index("--name") + 1
         env = {key: os.environ[key] for key in _CLI_ENV_KEYS if key in os.environ}
@@ -283,9 +291,16 @@ class DockerSandbox(ForkServerClient):
 
     def submit(self, request: Mapping[str, object]) -> Future:
         """As ``ForkServerClient.submit``; also tracks outstanding requests for the sweeper."""
+        inputs = request.get("inputs") or ()
+        calls = max(1, len(inputs)) * (2 if request.get("op") == "validate" else 1)  # type: ignore[arg-type]
+        timeout = float(request.get("timeout", self.timeout_s))  # type: ignore[arg-type]
         with self._activity_lock:
             self._outstanding += 1
             self._submitted += 1
+            # The client's watchdog restarts the server past this budget (ForkServerClient.submit).
+            self._longest_budget_s = max(
+                self._longest_budget_s, 2 * timeout * calls + self.margin_s
+            )
         try:
             future = super().submit(request)
         except BaseException:
@@ -311,10 +326,12 @@ class DockerSandbox(ForkServerClient):
         """
         name = self.container_name
         before = self._idle_mark()
-        escaped = escaped_processes(name, idle=before is not None)
+        # No program outlives its request's budget; 1 s for etimes' whole-second resolution.
+        max_age_s = self._longest_budget_s + 1.0
+        escaped = escaped_processes(name, idle=before is not None, max_age_s=max_age_s)
         if escaped and before is not None and self._idle_mark() != before:
             # A request arrived while we listed: its program may be what we saw. Look again.
-            escaped = escaped_processes(name, idle=False)
+            escaped = escaped_processes(name, idle=False, max_age_s=max_age_s)
         if not escaped:
             return False
         logger.warning("container %s: escaped process(es) %s; replacing it", name, escaped)
@@ -340,6 +357,13 @@ class DockerSandbox(ForkServerClient):
             self.retired_containers.append(self.container_name)
             self.container_name = new_container_name()
             self.argv[self._name_index] = self.container_name
+
+    def extra_stats(self) -> dict[str, float]:
+        """Docker-only counters for the executor's metrics (``azr_executor_*``)."""
+        return {
+            "container_start_s": self.start_latency_s,
+            "escapee_replacements": float(self.escapee_replacements),
+        }
 
     @property
     def isolation(self) -> dict:

@@ -58,7 +58,8 @@ DEFAULT_PRELOAD = (
     "math,cmath,collections,itertools,functools,operator,string,re,heapq,bisect,copy,"
     "fractions,decimal,numbers,textwrap,unicodedata,array,enum,typing,dataclasses,json,"
     "encodings.utf_16,encodings.utf_32,encodings.latin_1,encodings.ascii,"
-    "encodings.unicode_escape,encodings.raw_unicode_escape,encodings.cp1252,encodings.idna"
+    "encodings.unicode_escape,encodings.raw_unicode_escape,encodings.cp1252,encodings.idna,"
+    "encodings.utf_8_sig,encodings.shift_jis,encodings.cp437,encodings.hex_codec,encodings.rot_13"
 )
 
 
@@ -196,7 +197,9 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _run_program(job: dict, out_fd: int) -> None:
     """Execute the program in this (already sandboxed) process; one JSON line per input."""
-    namespace = {"__name__": "__azr__", "__builtins__": dict(builtins.__dict__)}
+    # The real builtins module, not a copy: copying touches (and so copies) many shared pages.
+    # A program that patches builtins only fools itself: the host re-checks what comes back.
+    namespace = {"__name__": "__azr__", "__builtins__": builtins}
     repeat, limit, keep_going = job["repeat"], job["max_output_chars"], job["keep_going"]
     try:
         exec(compile(job["program"], "<program>", "exec"), namespace)
@@ -273,6 +276,7 @@ def _child_main(job: dict, out_fd: int, isolation: dict, devnull: int) -> None:
             os.chdir("/")
         else:
             os.chdir(workdir)
+        _LIBC.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: no setuid binary can raise it again
         if uid is not None:
             os.setgroups([])
             os.setresgid(uid, uid, uid)
@@ -313,38 +317,44 @@ def _kill_all_of(uid: int) -> None:
         os.setresuid(0, 0, 0)
 
 
-def _children_of_uid(uid: int) -> list[int]:
-    """Our direct children whose real uid is ``uid`` (zombies included)."""
+def _orphans_of_uid(uid: int, own: set[int]) -> list[int]:
+    """Our direct children, other than the run children in ``own``, whose real uid is ``uid``
+    (zombies included)."""
     try:
         with open(f"/proc/self/task/{os.getpid()}/children") as listing:
-            pids = listing.read().split()
+            pids = [int(pid) for pid in listing.read().split()]
     except OSError:
         return []
     found = []
     for pid in pids:
+        if pid in own:
+            continue
         try:
             with open(f"/proc/{pid}/status") as status:
                 uid_line = next(line for line in status if line.startswith("Uid:"))
         except (OSError, StopIteration):
             continue
         if int(uid_line.split()[1]) == uid:
-            found.append(int(pid))
+            found.append(pid)
     return found
 
 
-def _sweep_uid(uid: int | None, reap: object) -> None:
-    """Kill every process of the slot ``uid`` (what a program spawned) and reap them all.
+def _sweep_uid(uid: int | None, own: set[int], reap: object) -> None:
+    """Kill and reap every process a finished program left behind under the slot ``uid``.
 
-    The zygote is a child subreaper, so every descendant of a program is, once its parents are
-    gone, our direct child: when no direct child has ``uid`` any more, nothing of it is left.
+    Call it after the program's own process is reaped. The zygote is a child subreaper and an
+    unprivileged process cannot leave its ancestry, so everything the program spawned that is
+    still alive is then our direct child or a descendant of one: when no direct child has
+    ``uid``, nothing is left (the common case costs one read of our children list).
     """
     if uid is None or uid < 1000 or os.geteuid() != 0:
         return
-    _kill_all_of(uid)
-    for _ in range(4000):  # about 2 s at most; normally nothing was spawned at all
-        reap()  # type: ignore[operator]
-        if not _children_of_uid(uid):
+    for attempt in range(4000):  # about 2 s at most
+        if not _orphans_of_uid(uid, own):
             return
+        if attempt % 20 == 0:
+            _kill_all_of(uid)  # again now and then, for a fork that raced the first kill
+        reap()  # type: ignore[operator]
         select.select([], [], [], 0.0005)
     sys.stderr.write(f"zygote: processes of uid {uid} outlived the sweep\n")
 
@@ -434,8 +444,8 @@ def zygote_main(args: dict) -> None:
             if pid in live_pids:
                 exit_statuses[pid] = wait_status
 
-    for uid in args["uids"]:
-        _sweep_uid(uid, reap)
+    for uid in args["uids"] if is_root else ():
+        _kill_all_of(uid)  # leftovers of an earlier server that had these uids
     out = sys.stdout.buffer
     out.write(
         (
@@ -450,12 +460,20 @@ def zygote_main(args: dict) -> None:
     runs: dict[int, _Run] = {}
 
     def start(job: dict) -> None:
-        workdir = job["workdir"]
-        os.mkdir(workdir, 0o700)
-        if job.get("uid") is not None:
-            os.chown(workdir, job["uid"], job["uid"])
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
+        try:
+            workdir = job["workdir"]
+            os.mkdir(workdir, 0o700)
+            if job.get("uid") is not None:
+                os.chown(workdir, job["uid"], job["uid"])
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+        except OSError as error:  # no directory, no fds, no processes: fail this job only
+            results = [[f"crash:setup:{error.errno}", None]] + [["skipped", None]] * (
+                len(job["inputs"]) - 1
+            )
+            out.write((json.dumps({"job": job["job"], "results": results}) + "\n").encode())
+            out.flush()
+            return
         if pid == 0:
             os.close(read_fd)
             _child_main(job, write_fd, isolation, devnull)
@@ -482,7 +500,7 @@ def zygote_main(args: dict) -> None:
         live_pids.discard(run.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(run.pid, signal.SIGKILL)  # whatever is left in its session
-        _sweep_uid(run.job.get("uid"), reap)
+        _sweep_uid(run.job.get("uid"), live_pids, reap)
         reap()
         _remove_tree(run.job["workdir"])
         results = run.results
@@ -596,8 +614,11 @@ def front_main(args: dict) -> None:
     import time
 
     slots = args["slots"]
-    workroot = args["workdir"] or tempfile.mkdtemp(prefix=f"azr-forkserver-{os.getpid()}-")
-    os.makedirs(workroot, mode=0o711, exist_ok=True)
+    # A fresh directory per server, even under a --workdir a previous (killed) server used.
+    if args["workdir"]:
+        os.makedirs(args["workdir"], mode=0o711, exist_ok=True)
+    workroot = tempfile.mkdtemp(prefix=f"fs{os.getpid()}-", dir=args["workdir"])
+    os.chmod(workroot, 0o711)
     uid_base = None
     if os.geteuid() == 0:
         block = _acquire_uid_block(args["uid_lock_dir"], 2 * slots)

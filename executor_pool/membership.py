@@ -108,6 +108,9 @@ class Membership:
     def ready_per_node(self) -> dict[str, int]:
         return dict(collections.Counter(m.node_id for m in self.members if m.state == "ready"))
 
+    def usable_nodes(self) -> frozenset[str]:
+        return self.nodes - self._given_up
+
     def next_sequence(self) -> int:
         return next(self._sequence)
 
@@ -129,6 +132,7 @@ class Membership:
             for _ in range(self._config.per_node - live):
                 self._start_member(node)
         self.members = [m for m in self.members if m.state != "dead" or m.in_flight]
+        self.fatal_error = None  # a node that joins later may well work
         if self.nodes and self.nodes <= self._given_up:
             self.fatal_error = (
                 f"executor actors failed to start on every executor node; last error: "

@@ -10,12 +10,13 @@ Exactly once: a chunk is in flight at one actor at a time and its results are wr
 the batch only when that call returns. When the call fails because the actor died (killed,
 crashed, its node left), the chunk goes back to the front of the queue and runs on a live
 actor; nothing from the failed call was recorded, so no request is lost or scored twice.
-A dead actor is replaced when its node is still alive; new nodes get their actors when the
-pool next looks at the cluster (on every submit and while idle, at most once per
-``executor.discovery_interval_s``).
+Retries are bounded by ``executor.max_retries`` per chunk. A dead actor is replaced when its
+node is still alive; new nodes get their actors when the pool next looks at the cluster
+(``ray.nodes()``, at most once per ``executor.discovery_interval_s``, busy or idle).
 
-All Ray bookkeeping runs on one dispatcher thread (``_Dispatcher``, in dispatcher.py), so the
-public methods are thread-safe and usable from plain code and from asyncio:
+All Ray bookkeeping runs on one dispatcher thread (``Dispatcher`` in dispatcher.py, with
+``Membership`` in membership.py), so the public methods are thread-safe and usable from
+plain code and from asyncio:
 
 - ``validate_many`` / ``score_many`` block and return the results (``azr.tasks.Executor``).
 - ``submit_validate`` / ``submit_score`` return a ``concurrent.futures.Future`` at once,
@@ -114,7 +115,9 @@ class ExecutorPool:
         return self._dispatcher.request_refresh().result()
 
     def wait_ready(self, timeout_s: float | None = None, *, poll_s: float = 0.1) -> dict[str, int]:
-        """Block until every executor node has ``per_node`` ready actors (after a refresh).
+        """Block until every usable executor node has ``per_node`` ready actors (after a
+        refresh). A node whose actors failed to start 3 times in a row is not usable: it is
+        logged and skipped, so one broken node does not stop the others.
 
         Raises ``ExecutorPoolError`` with the last start-up error when actors keep failing to
         start, or ``TimeoutError`` when they are still starting after ``timeout_s``.
@@ -123,9 +126,9 @@ class ExecutorPool:
         self.refresh()
         while True:
             snapshot = self._dispatcher.snapshot()
-            if snapshot.nodes and all(
+            if snapshot.usable_nodes and all(
                 snapshot.ready_per_node.get(node, 0) >= self.config.per_node
-                for node in snapshot.nodes
+                for node in snapshot.usable_nodes
             ):
                 return dict(snapshot.ready_per_node)
             if snapshot.fatal_error is not None:

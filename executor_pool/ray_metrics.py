@@ -97,6 +97,7 @@ class PoolMetrics:
             description="Chunks re-run after their executor actor or sandbox failed.",
         )
         self._last: tuple[int, int, tuple[tuple[str, int], ...]] | None = None
+        self._nodes_seen: set[str] = set()
 
     def publish(self, queued: int, in_flight: int, ready_per_node: Mapping[str, int]) -> None:
         current = (queued, in_flight, tuple(sorted(ready_per_node.items())))
@@ -105,5 +106,8 @@ class PoolMetrics:
         self._last = current
         self.queue_depth.set(queued)
         self.in_flight.set(in_flight)
+        for node in self._nodes_seen - set(ready_per_node):  # a node that left has none
+            self.actors.set(0, {"node": node})
+        self._nodes_seen = set(ready_per_node)
         for node, count in ready_per_node.items():
             self.actors.set(count, {"node": node})

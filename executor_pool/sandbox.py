@@ -27,6 +27,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -307,3 +308,9 @@ class ProcessSandbox(ForkServerClient):
             env={},  # nothing of this process's environment (secrets) reaches the sandbox
             **client_options,  # type: ignore[arg-type]
         )
+        self.workdir = workdir
+
+    def close(self) -> None:
+        """Stop the server and remove its run directories (a killed server leaves them)."""
+        super().close()
+        shutil.rmtree(self.workdir, ignore_errors=True)

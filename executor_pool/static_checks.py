@@ -134,7 +134,10 @@ class StaticChecker:
                 raise Rejected(f"banned:{attr}")
         elif isinstance(node, ast.Name):
             name = node.id
-            if _is_dunder(name) and name not in ALLOWED_DUNDER_NAMES:
+            # Reading `__builtins__`, `__loader__` ... is a trick; a class body may still
+            # define `__hash__ = None` or `__slots__`.
+            loads = isinstance(node.ctx, ast.Load)
+            if loads and _is_dunder(name) and name not in ALLOWED_DUNDER_NAMES:
                 raise Rejected(f"banned:{name}")
 
     def _check_module(self, dotted: str) -> None:

@@ -120,7 +120,7 @@ def test_hard_kill_loses_no_acknowledged_add_and_retries_do_not_duplicate(ray_cl
     client.start()
     pids = set()
     for kill_after in (10, 30):  # two hard kills while the stream is running
-        while len(acknowledged) < kill_after:
+        while len(acknowledged) < kill_after and client.is_alive():
             time.sleep(0.005)
         pid = ray.get(actor.pid.remote())
         pids.add(pid)
@@ -156,8 +156,10 @@ def test_batch_on_disk_but_unacknowledged_is_answered_from_the_ledger(ray_cluste
         record = encode_record(add_payload(D, rid, 1, keyed, AddResult(added=len(batch))))
         size_after = log_file.stat().st_size + len(record)
         ref = actor.add_many.options(max_task_retries=0).remote(D, batch, request_id=rid)
-        while log_file.stat().st_size < size_after:
+        deadline = time.monotonic() + 120
+        while log_file.stat().st_size < size_after and time.monotonic() < deadline:
             time.sleep(0.0005)
+        assert log_file.stat().st_size == size_after, "the batch record never reached the file"
         os.kill(pid, signal.SIGKILL)
         try:
             ray.get(ref)

@@ -142,3 +142,20 @@ def test_compiler_folding_counts_as_the_same_program_but_names_do_not():
     )
     assert key(triplet("def f(x):\n    return 'a'")) != key(triplet("def f(x):\n    return b'a'"))
     assert key(triplet("def f(x):\n    return 1")) != key(triplet("def f(x):\n    return True"))
+
+
+def test_programs_equal_after_an_ast_round_trip_are_always_duplicates():
+    # The fingerprint is at least as coarse as ast.unparse(ast.parse(p)), on real programs.
+    import ast
+    import json
+    from pathlib import Path
+
+    from buffer_service.entries import program_fingerprint
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "cruxeval.jsonl"
+    programs = [json.loads(line)["code"] for line in data.read_text().splitlines()]
+    assert len(programs) == 800
+    for program in programs:
+        round_tripped = ast.unparse(ast.parse(program))
+        assert program_fingerprint(program) == program_fingerprint(round_tripped), program
+    assert len({program_fingerprint(p) for p in programs}) == len(set(programs))

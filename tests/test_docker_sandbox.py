@@ -221,6 +221,31 @@ def test_escaped_process_gets_its_container_replaced(docker_image: str) -> None:
         assert escaped_processes(sandbox.container_name, idle=True) == []
 
 
+def test_escapee_is_found_by_age_while_the_sandbox_stays_busy(docker_image: str) -> None:
+    config = make_config(docker_image, timeout_s=0.25, docker_sweep_interval_s=0)
+    escape = "import os, time\ndef f():\n    if os.fork() == 0:\n        os.setsid()\n        time.sleep(3600)\n    return 1"
+    busy = {"op": "run", "program": BUSY_PROGRAM, "inputs": ["300000"], "timeout": 0.25}
+    with DockerSandbox(config, margin_s=0.5) as sandbox:  # longest budget: 2 * 0.25 + 0.5 = 1 s
+        name = sandbox.container_name
+        assert (
+            sandbox.call({"op": "run", "program": escape, "inputs": [""], "timeout": 0.25})[
+                "status"
+            ]
+            == "ok"
+        )
+        deadline = time.monotonic() + 20
+        while (
+            not escaped_processes(name, idle=False, max_age_s=1.0) and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        assert len(escaped_processes(name, idle=False, max_age_s=1.0) or []) == 1
+        assert escaped_processes(name, idle=False) == []  # without an age bound: looks running
+        outstanding = sandbox.submit(busy)
+        assert sandbox.sweep_escapees() is True  # busy, yet older than any request may run
+        assert outstanding.result(timeout=60)["status"] in ("ok", "timeout")
+        assert sandbox.escapee_replacements == 1 and inspect(name) is None
+
+
 def test_a_running_program_is_not_taken_for_an_escapee(docker_image: str) -> None:
     with DockerSandbox(make_config(docker_image, docker_sweep_interval_s=0)) as sandbox:
         busy = sandbox.submit(
@@ -302,3 +327,38 @@ def test_test_image_is_labelled_with_its_input_hash(docker_image: str) -> None:
         "run", "--rm", "--network", "none", docker_image, "cat", "/opt/azr/forkserver.py"
     )
     assert shown.stdout == forkserver.read_text()
+
+
+@pytest.mark.slow
+def test_shipped_dockerfile_builds_an_equivalent_image(docker_image: str) -> None:
+    """executor.Dockerfile on the debootstrap rootfs (no registry here) matches the test image."""
+    cache = Path(os.environ.get("AZR_DOCKER_CACHE", REPO_ROOT / ".scratch" / "docker"))
+    rootfs = sorted(cache.glob("rootfs-*.tar"))
+    assert rootfs, f"build_test_image.sh leaves its rootfs tarball in {cache}"
+    base = f"azr-executor-base:{rootfs[-1].stem.removeprefix('rootfs-')}"
+    if docker("image", "inspect", base).returncode != 0:
+        assert docker("import", str(rootfs[-1]), base).returncode == 0
+    tag = "azr-executor:dockerfile-test"
+    context = subprocess.run(
+        ["tar", "-c", "deploy/docker/executor.Dockerfile", "executor_pool/forkserver.py"],
+        cwd=REPO_ROOT, capture_output=True, check=True,
+    )  # fmt: skip
+    build = subprocess.run(
+        ["docker", "build", "--quiet", "--build-arg", f"BASE_IMAGE={base}",
+         "--file", "deploy/docker/executor.Dockerfile", "--tag", tag, "-"],
+        input=context.stdout, capture_output=True, timeout=300, check=False,
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},  # the engine here has no buildx
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr.decode()[-2000:]
+    try:
+        fields = "{{json .Config.User}} {{json .Config.Cmd}} {{json .Config.WorkingDir}}"
+        shipped = docker("image", "inspect", "--format", fields, tag).stdout
+        assert shipped == docker("image", "inspect", "--format", fields, docker_image).stdout
+        with DockerSandbox(make_config(tag, docker_sweep_interval_s=0)) as sandbox:
+            reply = sandbox.call(
+                {"op": "validate", "program": "def f(x):\n    return {x, -x}", "inputs": ["3"]}
+            )
+            assert reply["results"] == [["ok", "{-3, 3}"]]
+            assert sandbox.hello["hash_seeds_differ"] is True
+    finally:
+        docker("image", "rm", tag)

@@ -8,7 +8,9 @@ file order and grow/shrink it: 1 executor node → 3 executor nodes (+1 without 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -23,6 +25,8 @@ pytestmark = pytest.mark.slow
 
 PER_NODE = 2
 NODE_ARGS = {"num_cpus": 1, "resources": {"executor": 2}, "include_dashboard": False}
+# Metrics reach the node's Prometheus endpoint every 0.5 s instead of every 10 s.
+HEAD_ARGS = {**NODE_ARGS, "_system_config": {"metrics_report_interval_ms": 500}}
 # A loop long enough (tens of ms per call) that a batch is still running when we break things.
 SLOW_PROGRAM = (
     "def f(n):\n    total = 0\n    for i in range(n):\n        total += i % 7\n    return total"
@@ -33,7 +37,8 @@ def slow_requests(count: int, base: int = 20_000) -> tuple[list[ValidateRequest]
     """Requests whose outputs all differ, so a result in the wrong slot cannot pass."""
     sizes = [base + 97 * i for i in range(count)]
     requests = [ValidateRequest(program=SLOW_PROGRAM, inputs=(str(n),)) for n in sizes]
-    expected = [repr(sum(i % 7 for i in range(n))) for n in sizes]
+    # sum(i % 7 for i in range(n)) in closed form: full cycles of 0..6, then the remainder.
+    expected = [repr(n // 7 * 21 + (n % 7) * (n % 7 - 1) // 2) for n in sizes]
     return requests, expected
 
 
@@ -74,7 +79,7 @@ def busy_member_on(pool: ExecutorPool, nodes: set[str]) -> Callable[[], bool]:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    cluster = Cluster(initialize_head=True, head_node_args=NODE_ARGS)
+    cluster = Cluster(initialize_head=True, head_node_args=HEAD_ARGS)
     ray.init(address=cluster.address, log_to_driver=False)
     try:
         yield cluster
@@ -196,7 +201,7 @@ def test_backpressure_bounds_chunks_in_flight_per_actor(pool: ExecutorPool) -> N
 
 def test_killing_an_actor_mid_batch_returns_every_result_exactly_once(pool: ExecutorPool) -> None:
     before = pool.stats()
-    requests, expected = slow_requests(24, base=30_000)
+    requests, expected = slow_requests(24, base=300_000)
     running = pool.submit_validate(requests)
     wait_for(busy_member_on(pool, {head_id()}), 30, "a busy actor")
     victim = next(m for m in pool.members() if m.chunks_in_flight > 0 and m.state == "ready")
@@ -217,7 +222,7 @@ def test_removing_a_node_mid_batch_loses_no_program(
 ) -> None:
     doomed = worker_nodes.pop()
     before = pool.stats()
-    requests, expected = slow_requests(24, base=40_000)
+    requests, expected = slow_requests(24, base=310_000)
     running = pool.submit_validate(requests)
     wait_for(busy_member_on(pool, {doomed.node_id}), 30, "work on the doomed node")
     cluster.remove_node(doomed)
@@ -228,6 +233,30 @@ def test_removing_a_node_mid_batch_loses_no_program(
     assert after["chunks_retried"] > before.get("chunks_retried", 0)
     remaining = {head_id(), *(n.node_id for n in worker_nodes)}
     wait_for(lambda: pool.placement() == dict.fromkeys(remaining, PER_NODE), 60, "2-2 placement")
+
+
+def test_actors_and_pool_export_azr_metrics_tagged_by_actor_and_node(
+    cluster: Cluster, pool: ExecutorPool
+) -> None:
+    pool.validate_many(slow_requests(6, base=1_000)[0])
+    wanted = [  # Ray exports `azr_x` as `ray_azr_x`
+        r'ray_azr_executor_requests_total\{[^}]*actor="azr-executor-[^"]+"[^}]*kind="validate"[^}]*node="[0-9a-f]+"',
+        r"ray_azr_executor_runs_total\{",
+        r"ray_azr_executor_latency_seconds_bucket\{",
+        r"ray_azr_executor_in_flight\{",
+        r"ray_azr_executor_queue_depth\{",
+        r"ray_azr_executor_pool_retries_total\{",  # the kill and node-removal tests retried
+        rf'ray_azr_executor_pool_actors\{{[^}}]*node="{head_id()}"[^}}]*\}} {float(PER_NODE)}',
+        r"ray_azr_executor_pool_queue_depth\{",
+    ]
+    url = f"http://127.0.0.1:{cluster.head_node.metrics_export_port}/metrics"
+    missing = wanted
+    deadline = time.monotonic() + 30
+    while missing and time.monotonic() < deadline:
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        missing = [pattern for pattern in wanted if not re.search(pattern, text)]
+        time.sleep(0.5)
+    assert not missing, f"metrics not exported: {missing}"
 
 
 def test_no_executor_node_fails_the_batch_clearly_and_shutdown_is_final(cluster: Cluster) -> None:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+
 import pytest
 
 from azr.tasks import ScoreRequest, ScoreResult, TaskType, ValidateRequest, ValidationResult
@@ -170,3 +175,47 @@ def test_stats_count_runs_timeouts_and_latency(executor: SandboxExecutor) -> Non
     assert after["memory_kills"] == before["memory_kills"] + 1
     assert after["latency_s"]["count"] == before["latency_s"]["count"] + 2
     assert after["sandbox_restarts"] == 0
+
+
+# ----------------------------------------------------------------------------- client healing
+def _busy_request(n: int) -> ValidateRequest:
+    program = (
+        "def f(n):\n    total = 0\n    for i in range(n):\n        total += i\n    return total"
+    )
+    return ValidateRequest(program=program, inputs=(str(n),))
+
+
+def test_a_dead_server_is_replaced_and_in_flight_work_rerun() -> None:
+    from azr.config import ExecutorConfig
+
+    config = ExecutorConfig(slots=2, timeout_s=5.0, memory_mb=256)
+    with SandboxExecutor(config) as executor:
+        first_pid = executor.sandbox.pid
+        requests = [_busy_request(300_000 + n) for n in range(6)]
+        outcome: list = []
+        worker = threading.Thread(target=lambda: outcome.extend(executor.validate_many(requests)))
+        worker.start()
+        time.sleep(0.15)
+        os.killpg(first_pid, signal.SIGKILL)  # the fork-server and its zygotes die mid-batch
+        worker.join(timeout=60)
+        assert [r.outputs for r in outcome] == [
+            (str(n * (n - 1) // 2),) for n in range(300_000, 300_006)
+        ]
+        assert executor.sandbox.pid != first_pid
+        assert executor.stats()["sandbox_restarts"] == 1, "\n".join(executor.sandbox.stderr_tail())
+
+
+def test_a_wedged_server_is_detected_and_replaced() -> None:
+    from azr.config import ExecutorConfig
+    from executor_pool.sandbox import ProcessSandbox
+
+    config = ExecutorConfig(slots=1, timeout_s=0.5, memory_mb=256)
+    with SandboxExecutor(config, sandbox=ProcessSandbox(config, margin_s=0.5)) as executor:
+        first_pid = executor.sandbox.pid
+        os.kill(first_pid, signal.SIGSTOP)  # alive but silent: only the watchdog can tell
+        start = time.monotonic()
+        result = executor.validate_many([ValidateRequest(program=SQUARE, inputs=("4",))])
+        assert result[0].outputs == ("16",)
+        assert time.monotonic() - start < 10
+        assert executor.sandbox.pid != first_pid
+        assert executor.stats()["sandbox_restarts"] == 1

@@ -71,6 +71,11 @@ def http_json(url: str, timeout: float = 10.0) -> dict:
         return json.loads(response.read())
 
 
+def http_text(url: str, timeout: float = 10.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read().decode() if response.status == 200 else ""
+
+
 def wait_for(what: str, probe, timeout_s: float, interval_s: float = 1.0):
     """Poll `probe()` until it returns a truthy value; fail with `what` after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
@@ -86,7 +91,7 @@ def wait_for(what: str, probe, timeout_s: float, interval_s: float = 1.0):
     pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what} (last error: {last_error})")
 
 
-def stop_session(session_id: int, also_matching: str | None = None, grace_s: float = 15.0) -> None:
+def stop_session(session_id: int, also_matching: str | None = None, grace_s: float = 8.0) -> None:
     """SIGTERM, then SIGKILL, every process of one session (plus any whose command line names
     `also_matching`, e.g. our Ray temp dir): exactly what this module started."""
 
@@ -125,6 +130,7 @@ class RayHead:
 
     temp_dir: Path
     dashboard_port: int = field(default_factory=free_port)
+    agent_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
@@ -144,7 +150,7 @@ class RayHead:
             f"--ray-client-server-port={free_port()}",
             f"--dashboard-port={self.dashboard_port}",
             "--dashboard-host=127.0.0.1",
-            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-listen-port={self.agent_port}",
             f"--dashboard-agent-grpc-port={free_port()}",
             f"--runtime-env-agent-port={free_port()}",
             f"--metrics-export-port={self.metrics_port}",
@@ -161,6 +167,13 @@ class RayHead:
             HEAD_START_TIMEOUT_S,
         )
         wait_for("Ray's service-discovery file", self.discovery_file.exists, 60)
+        # Jobs go through the node's dashboard agent; submitting before it is up fails (and a
+        # retried submit can lose its uploaded package), so wait for the agent's health check.
+        wait_for(
+            "the head node's dashboard agent",
+            lambda: http_text(f"http://127.0.0.1:{self.agent_port}/api/healthz"),
+            HEAD_START_TIMEOUT_S,
+        )
 
     def _alive(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
@@ -320,19 +333,29 @@ def submit_tiny_run(head: RayHead, output_dir: Path) -> str:
     return job_id
 
 
+def job_logs(head: RayHead, job_id: str, tail_chars: int = 6000) -> str:
+    try:
+        return http_json(f"{head.dashboard_url}/api/jobs/{job_id}/logs").get("logs", "")[
+            -tail_chars:
+        ]
+    except (OSError, ValueError) as exc:
+        return f"(logs unavailable: {exc})"
+
+
 def wait_for_job(head: RayHead, job_id: str) -> None:
     terminal = {"SUCCEEDED", "FAILED", "STOPPED"}
-    info = wait_for(
-        f"job {job_id}",
-        lambda: (
-            (i := http_json(f"{head.dashboard_url}/api/jobs/{job_id}"))["status"] in terminal and i
-        ),
-        JOB_TIMEOUT_S,
-        interval_s=3.0,
-    )
-    if info["status"] != "SUCCEEDED":
-        logs = http_json(f"{head.dashboard_url}/api/jobs/{job_id}/logs").get("logs", "")
-        pytest.fail(f"job {job_id} {info['status']}: {info.get('message')}\n{logs[-6000:]}")
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    info: dict = {}
+    while time.monotonic() < deadline:
+        info = http_json(f"{head.dashboard_url}/api/jobs/{job_id}")
+        if info["status"] in terminal:
+            break
+        time.sleep(3.0)
+    if info.get("status") != "SUCCEEDED":
+        pytest.fail(
+            f"job {job_id} {info.get('status')} after {JOB_TIMEOUT_S}s: {info.get('message')}\n"
+            + job_logs(head, job_id)
+        )
 
 
 def sample_window(

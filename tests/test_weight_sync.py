@@ -127,3 +127,19 @@ def test_mismatch_kl_sees_synced_and_stale_weights(rollout, learner):
     stale = learner.train_step(samples)  # the learner moved on; the samples did not
     assert fresh["mismatch_kl"] < 1e-6
     assert stale["mismatch_kl"] > 100 * max(fresh["mismatch_kl"], 1e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:The given NumPy array is not writable")  # zero-copy views
+def test_sync_buckets_hold_exactly_the_checkpoint_weights(learner, tmp_path):
+    """What rank 0 gathers and buckets for the rollout == the checkpoint, bit for bit."""
+    learner.train_step(fixed_batch(seed=5, vocab=learner.vocab_size))
+    refs, total, _ = learner._all("weight_buckets", BUCKET_MB << 20)[0]
+    sent = {name: t for bucket in ray.get(refs) for name, t in bucket.items()}
+    learner.save_checkpoint(str(tmp_path / "ckpt"))
+    saved = load_hf_weights(tmp_path / "ckpt")
+    saved.pop("lm_head.weight", None)
+    assert sent.keys() == saved.keys()
+    for name, tensor in saved.items():
+        assert torch.equal(sent[name], tensor), name
+    assert total == sum(tensor_bytes(t) for t in saved.values())

@@ -1,0 +1,158 @@
+"""The embedded tiny model: deterministic cached build, HF-loadable, chat template, tokenizer.
+
+Builds go to per-test temporary cache dirs (a base build is ~5 s: tokenizer training plus a
+random init); the warm-start test trains a handful of steps only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from azr import warm_start
+from azr.config import ModelConfig, TinyModelConfig
+from azr.parsing import FormatError, normalize_block, parse_response
+from azr.prompts import render_chat
+from azr.tiny_model import (
+    IM_END,
+    IM_START,
+    ModelDirError,
+    build_tiny_base,
+    cruxeval_path,
+    ensure_model,
+    load_cruxeval,
+)
+
+SMALL = TinyModelConfig(
+    vocab_size=1024,
+    hidden_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    intermediate_size=128,
+    warm_start_steps=0,
+)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory) -> Path:
+    return build_tiny_base(SMALL, tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(base_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base_dir)
+
+
+def test_build_is_deterministic_and_keyed_by_settings(base_dir: Path, tmp_path: Path):
+    again = build_tiny_base(SMALL, tmp_path / "other")
+    assert again.name == base_dir.name
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert digest(again / name) == digest(base_dir / name), name
+    reseeded = build_tiny_base(SMALL.model_copy(update={"seed": 1}), tmp_path / "other")
+    assert reseeded.name != base_dir.name
+    assert digest(reseeded / "model.safetensors") != digest(base_dir / "model.safetensors")
+
+
+def test_concurrent_callers_build_once(tmp_path: Path):
+    config = ModelConfig(cache_dir=str(tmp_path), tiny=SMALL)
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: ensure_model(config), range(2)))
+    assert paths[0] == paths[1]
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [paths[0].name]
+    mtime = (paths[0] / "model.safetensors").stat().st_mtime_ns
+    assert ensure_model(config) == paths[0]  # cached: not rebuilt
+    assert (paths[0] / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_loadable_by_transformers_as_qwen2(base_dir: Path, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    config = json.loads((base_dir / "config.json").read_text())
+    assert config["model_type"] == "qwen2"
+    assert config["hidden_size"] == SMALL.hidden_size
+    assert config["num_hidden_layers"] == SMALL.num_layers
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    assert model.config.vocab_size == len(tokenizer)
+    ids = torch.tensor([tokenizer("def f(x):\n    return x")["input_ids"]])
+    logits = model(input_ids=ids).logits
+    assert logits.shape == (1, ids.shape[1], len(tokenizer))
+    assert torch.isfinite(logits).all()
+    assert model.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids(IM_END)
+
+
+def test_chat_template_present(tokenizer):
+    assert tokenizer.chat_template
+    text = render_chat(tokenizer, "What does f return?")
+    assert text == f"{IM_START}user\nWhat does f return?{IM_END}\n{IM_START}assistant\n"
+    assert tokenizer.eos_token == IM_END
+    for special in (IM_START, IM_END):
+        assert len(tokenizer(special, add_special_tokens=False)["input_ids"]) == 1
+
+
+def test_tokenizer_round_trips_code(tokenizer):
+    records = load_cruxeval(cruxeval_path(SMALL))
+    texts = [r["code"] for r in records[:200]] + [
+        "s = 'naïve café — ∑ 🙂'\n\tx = {1: [2, (3,)]}\r\n",
+        "    \n\n  trailing spaces   ",
+    ]
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert tokenizer.decode(ids) == text
+    # Trained on code: a typical program is far shorter in tokens than in bytes.
+    code = records[0]["code"]
+    assert len(tokenizer(code)["input_ids"]) < len(code.encode()) / 2
+
+
+def test_model_path_is_validated(tmp_path: Path, base_dir: Path):
+    assert ensure_model(ModelConfig(path=str(base_dir))) == base_dir.resolve()
+    with pytest.raises(ModelDirError, match="not a directory"):
+        ensure_model(ModelConfig(path=str(tmp_path / "missing")))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelDirError, match="no tokenizer"):
+        ensure_model(ModelConfig(path=str(tmp_path)))
+
+
+def test_warm_start_data_split_and_well_formed():
+    records = load_cruxeval(cruxeval_path(SMALL))
+    train, held_out = warm_start.split_cruxeval(records)
+    assert len(train) + len(held_out) == sum(1 for r in records if r["input"].strip())
+    assert not {t.program for t in train} & {t.program for t in held_out}
+    examples = warm_start.build_examples(train, seed=0)
+    combos = {(ex.task, ex.role) for ex in examples}
+    assert combos == set(warm_start.COMBOS)
+    train_programs = {normalize_block("python", t.program) for t in train}
+    for ex in examples:
+        parsed = parse_response(ex.response, ex.task, ex.role)
+        assert not isinstance(parsed, FormatError)
+        # Programs the model learns to write all come from the train half.
+        assert parsed.program is None or parsed.program in train_programs
+    assert warm_start.build_examples(train, seed=0) == examples
+
+
+@pytest.mark.slow
+def test_warm_start_trains_caches_and_reports(tmp_path: Path):
+    tiny = SMALL.model_copy(update={"warm_start_steps": 12, "warm_start_batch_size": 2})
+    config = ModelConfig(cache_dir=str(tmp_path), tiny=tiny)
+    path = ensure_model(config)
+    assert path.name.startswith("tiny-warm-")
+    report = json.loads((path / "warm_start.json").read_text())
+    assert report["steps"] == 12
+    assert report["loss_last"] < report["loss_first"]
+    for task, role in warm_start.COMBOS:
+        assert 0.0 <= report["eval"][f"format_valid/{task}/{role}"] <= 1.0
+    assert 0.0 <= report["eval"]["proposal_valid_program_rate"] <= 1.0
+    base = build_tiny_base(SMALL, tmp_path)
+    assert digest(path / "model.safetensors") != digest(base / "model.safetensors")
+    assert ensure_model(config) == path  # cached by its inputs: no second training run
