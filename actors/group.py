@@ -48,7 +48,7 @@ class RolloutGroup:
             if stop > start
         ]
         refs = [
-            actor.generate.remote(prompts[start:stop], sampling)
+            actor.generate.remote(prompts[start:stop], sampling, start)
             for actor, (start, stop) in zip(self.actors, ranges, strict=True)
         ]
         return [generation for part in ray.get(refs) for generation in part]

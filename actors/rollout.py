@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
 
 import ray
 import torch
@@ -106,11 +105,23 @@ class RolloutEngine:
 
     # -- generation ---------------------------------------------------------------------------
 
-    def generate(self, prompts: list[str], sampling: SamplingConfig) -> list[Generation]:
-        """Sample ``sampling.n`` completions per prompt; one Generation per prompt, in order."""
+    def generate(
+        self, prompts: list[str], sampling: SamplingConfig, first_index: int = 0
+    ) -> list[Generation]:
+        """Sample ``sampling.n`` completions per prompt; one Generation per prompt, in order.
+
+        With ``sampling.seed`` set, prompt i of the whole batch (``first_index + i`` when a
+        RolloutGroup sends this actor a slice) is seeded ``seed + i * n``, and vLLM seeds its
+        n samples consecutively from there: every completion has its own seed, identical
+        prompts in one batch still get independent samples, and results do not depend on how
+        the batch was spread over actors.
+        """
         if not prompts:
             return []
-        params = self._sampling_params(sampling)
+        self._check_prompt_lengths(prompts)
+        params = [
+            self._sampling_params(sampling, first_index + index) for index in range(len(prompts))
+        ]
         version = self._version
         started = time.perf_counter()
         self._set_in_flight(len(prompts))
@@ -125,15 +136,27 @@ class RolloutEngine:
         self.metrics.prompt_tokens.inc(sum(len(g.prompt_token_ids) for g in results))
         return results
 
-    def _sampling_params(self, sampling: SamplingConfig):
+    def _check_prompt_lengths(self, prompts: list[str]) -> None:
+        """Reject the batch up front, naming the prompt, if one cannot fit the engine."""
+        tokenizer = self.llm.get_tokenizer()
+        limit = self.llm.llm_engine.model_config.max_model_len
+        for index, prompt in enumerate(prompts):
+            length = len(tokenizer.encode(prompt))
+            if length >= limit:
+                raise ValueError(
+                    f"prompt {index} has {length} tokens; the engine takes at most {limit - 1}"
+                )
+
+    def _sampling_params(self, sampling: SamplingConfig, prompt_index: int):
         from vllm import SamplingParams
 
+        seed = None if sampling.seed is None else sampling.seed + prompt_index * sampling.n
         return SamplingParams(
             n=sampling.n,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             max_tokens=sampling.max_tokens,
-            seed=sampling.seed,
+            seed=seed,
             logprobs=0,  # the sampled token's logprob only
             # Every sampling knob explicit: none is left to the checkpoint's generation_config.
             top_k=0,
@@ -198,19 +221,19 @@ class RolloutEngine:
         if self.device != "cpu":
             raise RuntimeError("GPU engines take weights over NCCL: use receive_weights_nccl")
         started = time.perf_counter()
-        nbytes = 0
-
-        def tensors() -> Iterator[tuple[str, torch.Tensor]]:
-            nonlocal nbytes
-            for ref in bucket_refs:
-                bucket = ray.get(ref)
-                if not isinstance(bucket, dict):
-                    raise TypeError(f"weight bucket is {type(bucket).__name__}, expected dict")
-                for name, tensor in bucket.items():
-                    nbytes += tensor.numel() * tensor.element_size()
-                    yield name, tensor
-
-        loaded = self.llm.collective_rpc("azr_reload_weights", args=(tensors(),))[0]
+        # Fetch and check every bucket before touching the engine: a reload that fails half way
+        # would leave a model mixing two versions.
+        buckets = ray.get(list(bucket_refs))
+        for index, bucket in enumerate(buckets):
+            if not isinstance(bucket, dict) or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in bucket.items()
+            ):
+                raise TypeError(f"weight bucket {index} is not a dict[str, torch.Tensor]")
+        tensors = [(name, t) for bucket in buckets for name, t in bucket.items()]
+        if not tensors:
+            raise ValueError("update_weights got no tensors")
+        nbytes = sum(t.numel() * t.element_size() for _, t in tensors)
+        loaded = self.llm.collective_rpc("azr_reload_weights", args=(iter(tensors),))[0]
         self.llm.reset_prefix_cache()
         return self._finish_update(version, loaded, nbytes, started)
 

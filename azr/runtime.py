@@ -107,7 +107,8 @@ class Runtime:
             if address:
                 ray.init(address=address)
             else:
-                ray.init(num_cpus=_local_cpus(config), include_dashboard=False)
+                # "local": a fresh cluster even when another one runs on this machine.
+                ray.init(address="local", num_cpus=_local_cpus(config), include_dashboard=False)
             self._started_ray = True
         try:
             self.model_path = str(ensure_model(config.model))

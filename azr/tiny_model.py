@@ -155,13 +155,18 @@ def build_lock(cache_dir: Path, key: str) -> Iterator[None]:
 
 
 def is_complete(path: Path) -> bool:
-    """Whether `path` is a finished build (written last, after an atomic rename)."""
-    return (path / _COMPLETE_MARKER).is_file()
+    """Whether `path` is a finished build that later calls may reuse."""
+    marker = path / _COMPLETE_MARKER
+    return marker.is_file() and marker.read_text().strip() == "ok"
 
 
-def publish(staging: Path, final: Path) -> Path:
-    """Mark a staging directory complete and move it into place atomically."""
-    (staging / _COMPLETE_MARKER).write_text("ok\n")
+def publish(staging: Path, final: Path, *, reusable: bool = True) -> Path:
+    """Move a staging directory into place atomically.
+
+    ``reusable=False`` (a warm start cut short by its time cap) serves this caller but is
+    rebuilt by the next one, so a loaded machine does not pin a half-trained model in the cache.
+    """
+    (staging / _COMPLETE_MARKER).write_text("ok\n" if reusable else "partial\n")
     if final.exists():  # an incomplete leftover of a crashed build
         shutil.rmtree(final)
     os.replace(staging, final)

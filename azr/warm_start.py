@@ -45,6 +45,12 @@ PROPOSAL_POOL = 48
 MAX_SEQ_TOKENS = 768
 """Examples longer than this (prompt + response) are dropped from training."""
 TIMEOUT_S = 10.0
+EVAL_PER_COMBO = 6
+"""Greedy evaluation prompts per (task, role) from the eval half."""
+EVAL_SAMPLES = 12
+"""Temperature-1 proposals sampled for the valid-program rate."""
+EVAL_MAX_NEW_TOKENS = 160
+"""Longest evaluated response (well-formed answers of the warm-start style are shorter)."""
 COMBOS = [(t, r) for r in (Role.PROPOSE, Role.SOLVE) for t in TaskType]
 
 _THINK = {
@@ -204,7 +210,7 @@ def ensure_warm_started(base: Path, tiny: TinyModelConfig, cache_dir: Path) -> P
             report["eval"] = evaluate(staging, held_out, seed=tiny.seed)
             (staging / "warm_start.json").write_text(json.dumps(report, indent=2))
             log.info("warm start: %s", json.dumps(report))
-            return publish(staging, final)
+            return publish(staging, final, reusable=not report["capped"])
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -274,6 +280,7 @@ def train_and_save(
     tokenizer.save_pretrained(out)
     return {
         "steps": done,
+        "capped": done < steps,
         "seconds": round(time.perf_counter() - started, 1),
         "examples": len(kept),
         "loss_first": losses[0] if losses else None,
@@ -317,15 +324,19 @@ def evaluate(
     held_out: list[Triplet],
     *,
     seed: int,
-    per_combo: int = 6,
-    samples: int = 12,
-    max_new_tokens: int = 160,
+    per_combo: int | None = None,
+    samples: int | None = None,
+    max_new_tokens: int | None = None,
 ) -> dict:
     """Figures on the eval half: greedy format-valid rate per combination, CRUXEval-O accuracy,
     and the valid-program rate of temperature-1 sampled deduction/abduction proposals."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    per_combo = per_combo or EVAL_PER_COMBO
+    samples = samples or EVAL_SAMPLES
+    max_new_tokens = max_new_tokens or EVAL_MAX_NEW_TOKENS
+    started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     examples = eval_prompts(held_out, per_combo, seed=seed)
@@ -372,6 +383,7 @@ def evaluate(
             continue
         valid += int(program_is_valid_syntax(p.program) and _literal(f"({p.inputs[0]},)")[0])
     report["proposal_valid_program_rate"] = valid / len(batch)
+    report["seconds"] = round(time.perf_counter() - started, 1)
     return report
 
 

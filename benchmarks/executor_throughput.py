@@ -96,7 +96,9 @@ def main() -> None:
 
     bare_rate, bare_latencies = bare_baseline(literal_rows)
     q = statistics.quantiles(bare_latencies, n=100)
-    print(f"bare baseline : {bare_rate:8.1f} programs/s  p50 {q[49] * 1e3:.2f} ms  p99 {q[98] * 1e3:.2f} ms")
+    print(
+        f"bare baseline : {bare_rate:8.1f} programs/s  p50 {q[49] * 1e3:.2f} ms  p99 {q[98] * 1e3:.2f} ms"
+    )
     rates = {}
     for backend in args.backends.split(","):
         try:

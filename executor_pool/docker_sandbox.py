@@ -2,7 +2,8 @@
 
 The container is started once with ``docker run -i`` and then spoken to over its stdin/stdout
 with the fork-server's JSON protocol (``ForkServerClient``), so a program costs a fork inside
-the container (about 3 ms warm), not a ``docker run`` (about 190 ms) or ``docker exec`` (65 ms).
+the container (a few ms warm), not a ``docker run`` or ``docker exec`` per program (tens to
+hundreds of times that; benchmarks/docker_sandbox_latency.py measures all three).
 
 Inside, the fork-server runs as a non-root user without capabilities, so its root-only layers
 (network namespace, chroot, a uid per slot, RLIMIT_NPROC) switch themselves off; the container
@@ -154,8 +155,10 @@ def list_sandbox_containers() -> list[tuple[str, str]]:
 def _owner_alive(owner: str) -> bool:
     """Whether the owner label names a live process of this host (other hosts: assume alive)."""
     host, _, pid_text = owner.rpartition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return host != socket.gethostname()  # unlabelled/garbled local ones are leftovers
+    if host != socket.gethostname():
+        return True  # another host's (or unlabelled): not ours to judge
+    if not pid_text.isdigit():
+        return False  # a garbled label of this host: nobody can own it
     try:
         os.kill(int(pid_text), 0)
     except ProcessLookupError:

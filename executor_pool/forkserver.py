@@ -7,19 +7,24 @@ STDLIB ONLY: this file runs on the host (process backend) and inside the executo
 Processes
     front      this script without ``--zygote``: speaks the wire protocol on stdin/stdout,
                owns S slots, and starts two warm *zygotes* with different PYTHONHASHSEEDs.
-    zygote A/B ``--zygote``: small warm parents that fork one child per program run and
-               enforce the wall-clock limit. A's child calls ``f`` twice per input (each on a
+    zygote A/B ``--zygote``: small warm parents that compile the program and parse its
+               inputs (pure: nothing runs), then fork one child per program run and
+               enforce the wall-clock limit per call. A's child calls ``f`` twice per input (each on a
                freshly parsed copy), B's once, so determinism is checked across two calls in
                one process and across two processes with different hash secrets.
     child      new session; when root: chroot into a fresh empty directory, its own uid per
                slot, rlimits (AS, CPU, FSIZE, NOFILE, NPROC, CORE), empty environment, stdin
                and stdout/stderr on /dev/null. The zygotes live in a network namespace with no
                interface up. After each run the zygote kills the process group and every
-               process of the slot uid, so nothing the program spawned survives.
+               process of the slot uid (it is their subreaper), so nothing the program
+               spawned survives.
 
 Wire protocol (newline-delimited JSON, UTF-8, one object per line)
     server -> client, first line:
-        {"hello": 1, "pid": int, "slots": S, "isolation": {...}, "hash_seeds_differ": true}
+        {"hello": 1, "pid": int, "slots": S, "hash_seeds_differ": true,
+         "isolation": {"root": bool, "netns": bool, "chroot": bool, "uids": [slot uids]}}
+    (not root, e.g. in a container: no netns/chroot/uids, only rlimits and a fresh cwd - the
+    container is then the boundary.)
     client -> server, any number pipelined (at most S run at once, the rest queue):
         {"id": ID, "op": "validate", "program": str, "inputs": [str, ...], "timeout": float}
         {"id": ID, "op": "run", "program": str, "inputs": [str, ...], "timeout": float,
@@ -49,6 +54,7 @@ import select
 import selectors
 import signal
 import sys
+from json.encoder import encode_basestring_ascii as _json_string
 
 PROTOCOL_VERSION = 1
 PLAIN_SCALARS = (type(None), bool, int, float, complex, str, bytes)
@@ -99,6 +105,8 @@ def _render(value: object, parts: list[str], budget: list[int], active: set[int]
         raise NonLiteral("float")
     if kind is complex and not (math.isfinite(value.real) and math.isfinite(value.imag)):
         raise NonLiteral("complex")
+    if kind in (str, bytes) and len(value) + 2 > budget[0]:
+        raise OutputTooLarge  # before repr(): a 100 MB string must not be copied again
     if kind in PLAIN_SCALARS:
         _emit(repr(value), parts, budget)
         return
@@ -195,31 +203,52 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[os.write(fd, data) :]
 
 
+def prepare_job(job: dict) -> None:
+    """Compile the program and parse every input (one fresh copy per call) before forking.
+
+    Parsing and compiling are pure (nothing of the program runs); done in the warm zygote, the
+    child starts with its code object and argument tuples ready and copies far fewer pages.
+    Each call still gets its own freshly parsed arguments (``f`` may mutate them).
+    """
+    job["load_error"] = None
+    try:
+        job["code"] = compile(job["program"], "<program>", "exec")
+    except MemoryError:
+        job["code"], job["load_error"] = None, "memory"
+    except BaseException as error:  # SyntaxError, RecursionError, ValueError (NUL bytes) ...
+        job["code"], job["load_error"] = None, "exception:" + _type_name(error)
+    job["args"] = []
+    for text in job["inputs"]:
+        try:
+            job["args"].append([parse_arguments(text) for _ in range(job["repeat"])])
+        except Exception:
+            job["args"].append(None)  # the child reports non_literal_input for this input
+
+
 def _run_program(job: dict, out_fd: int) -> None:
-    """Execute the program in this (already sandboxed) process; one JSON line per input."""
+    """Execute a prepared job in this (already sandboxed) process; one JSON line per input."""
     # The real builtins module, not a copy: copying touches (and so copies) many shared pages.
     # A program that patches builtins only fools itself: the host re-checks what comes back.
     namespace = {"__name__": "__azr__", "__builtins__": builtins}
-    repeat, limit, keep_going = job["repeat"], job["max_output_chars"], job["keep_going"]
-    try:
-        exec(compile(job["program"], "<program>", "exec"), namespace)
-        entry = namespace.get("f")
-        load_error = None if callable(entry) else "no_entry"
-    except MemoryError:
-        load_error = "memory"
-    except BaseException as error:  # any exception, SystemExit and KeyboardInterrupt included
-        load_error = "exception:" + _type_name(error)
-    for index, text in enumerate(job["inputs"]):
+    limit, keep_going, load_error = job["max_output_chars"], job["keep_going"], job["load_error"]
+    if load_error is None:
+        try:
+            exec(job["code"], namespace)
+            entry = namespace.get("f")
+            load_error = None if callable(entry) else "no_entry"
+        except MemoryError:
+            load_error = "memory"
+        except BaseException as error:  # any exception, SystemExit and KeyboardInterrupt too
+            load_error = "exception:" + _type_name(error)
+    for index, copies in enumerate(job["args"]):
         status, shown = "ok", None
         try:
             if load_error:
                 raise _Failed(load_error)
+            if copies is None:
+                raise _Failed("non_literal_input")
             seen = []
-            for _ in range(repeat):
-                try:
-                    args = parse_arguments(text)  # freshly parsed: f may mutate its arguments
-                except Exception:
-                    raise _Failed("non_literal_input") from None
+            for args in copies:
                 seen.append(canonical_repr(entry(*args), limit))
                 _write_all(out_fd, b'{"p": 1}\n')  # progress: the zygote restarts the call clock
             if any(other != seen[0] for other in seen):
@@ -235,7 +264,9 @@ def _run_program(job: dict, out_fd: int) -> None:
             status = "memory"
         except BaseException as error:
             status = "exception:" + _type_name(error)
-        _write_all(out_fd, (json.dumps({"i": index, "s": status, "v": shown}) + "\n").encode())
+        value = "null" if shown is None else _json_string(shown)
+        line = f'{{"i": {index}, "s": {_json_string(status)}, "v": {value}}}\n'
+        _write_all(out_fd, line.encode())
         if status != "ok" and not keep_going:
             break
     _write_all(out_fd, b'{"end": 1}\n')
@@ -392,7 +423,7 @@ class _Run:
 
     def __init__(self, job: dict, pid: int, reader: _LineReader, now: float) -> None:
         self.job, self.pid, self.reader = job, pid, reader
-        self.results: list[list] = []
+        self.raw_results: list[bytes] = []
         self.call_s = job["timeout"]
         self.deadline = now + self.call_s + 0.05
         # Progress lines restart the per-call clock; this caps a program that forges them.
@@ -465,6 +496,7 @@ def zygote_main(args: dict) -> None:
             os.mkdir(workdir, 0o700)
             if job.get("uid") is not None:
                 os.chown(workdir, job["uid"], job["uid"])
+            prepare_job(job)
             read_fd, write_fd = os.pipe()
             pid = os.fork()
         except OSError as error:  # no directory, no fds, no processes: fail this job only
@@ -503,7 +535,14 @@ def zygote_main(args: dict) -> None:
         _sweep_uid(run.job.get("uid"), live_pids, reap)
         reap()
         _remove_tree(run.job["workdir"])
-        results = run.results
+        results = []
+        for line in run.raw_results:
+            try:
+                message = json.loads(line)
+                results.append([str(message["s"])[:80], message["v"]])
+            except Exception:
+                run.done, run.status_if_killed = False, "crash:protocol"
+                break
         if not run.done:
             how = (
                 run.status_if_killed
@@ -532,17 +571,14 @@ def zygote_main(args: dict) -> None:
                         finish(leftover)
                     return
                 continue
+            # Lines stay bytes while the child lives: every page the zygote writes now is a
+            # copy-on-write fault (the child shares it); they are parsed after it is reaped.
             for line in run.reader.read_lines():
-                try:
-                    message = json.loads(line)
-                    if message.get("end") == 1:
-                        run.done = True
-                        break
-                    if message.get("p") != 1:
-                        run.results.append([str(message["s"])[:80], message["v"]])
-                except Exception:
-                    run.status_if_killed = "crash:protocol"
+                if line == b'{"end": 1}':
+                    run.done = True
                     break
+                if line != b'{"p": 1}':
+                    run.raw_results.append(line)
                 run.deadline = min(time.monotonic() + run.call_s + 0.05, run.hard_deadline)
             if run.reader.overflow:
                 run.status_if_killed = "crash:protocol"
@@ -727,6 +763,7 @@ def front_main(args: dict) -> None:
         ok = (
             op in ("validate", "run")
             and isinstance(message.get("program"), str)
+            and len(message["program"]) <= args["max_program_chars"]
             and isinstance(message.get("inputs"), list)
             and all(isinstance(text, str) for text in message["inputs"])
             and isinstance(message.get("timeout", 1.0), (int, float))
@@ -787,6 +824,7 @@ def _parse_cli(argv: list[str]) -> dict:
     parser.add_argument("--max-timeout", type=float, default=60.0, help="cap on request timeouts")
     parser.add_argument("--memory-mb", type=int, default=1024, help="RLIMIT_AS per child")
     parser.add_argument("--max-output-chars", type=int, default=4000)
+    parser.add_argument("--max-program-chars", type=int, default=200_000, help="else bad_request")
     parser.add_argument("--workdir", default=None, help="parent of the per-run directories")
     parser.add_argument("--uid-lock-dir", default="/tmp/azr-forkserver-uids")
     parser.add_argument("--preload", default=DEFAULT_PRELOAD, help="modules the zygotes import")

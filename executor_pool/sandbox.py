@@ -211,15 +211,14 @@ class ForkServerClient:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=10)
 
-    def _stop_locked(self) -> None:
+    def _stop_locked(self, polite: bool = True) -> None:
         process, self._process = self._process, None
         if process is None:
             return
-        try:
-            process.stdin.close()  # type: ignore[union-attr]  # polite: the front exits on EOF
-            process.wait(timeout=2)
-        except Exception:
-            pass
+        if polite:  # the front exits on EOF and cleans up after itself
+            with contextlib.suppress(Exception):
+                process.stdin.close()  # type: ignore[union-attr]
+                process.wait(timeout=2)
         self._kill(process)
 
     def _restart(self, generation: int, why: str) -> None:
@@ -230,7 +229,7 @@ class ForkServerClient:
                 return  # already handled
             self.restarts += 1
             self._stderr_tail.append(f"[client] restarting fork-server: {why}")
-            self._stop_locked()
+            self._stop_locked(polite=False)
             retry = sorted(self._inflight.values(), key=lambda e: e.request_id)
             self._inflight.clear()
             for entry in reversed(retry):
@@ -296,11 +295,19 @@ class ForkServerClient:
 
 
 class ProcessSandbox(ForkServerClient):
-    """The process backend: the fork-server runs on this host under a minimal interpreter."""
+    """The process backend: the fork-server runs on this host under a minimal interpreter.
 
-    def __init__(self, config: ExecutorConfig, **client_options: object) -> None:
+    Its isolation (chroot into an empty directory, a uid per slot, a network namespace) needs
+    root; without it a program could write the host's files, so the sandbox refuses to start
+    unless ``require_isolation=False`` (tests of the fork-server's non-root mode only).
+    """
+
+    def __init__(
+        self, config: ExecutorConfig, *, require_isolation: bool = True, **client_options: object
+    ) -> None:
         workdir = Path(tempfile.gettempdir()) / f"azr-forkserver-{uuid.uuid4().hex[:12]}"
         argv = [sys.executable, *INTERPRETER_FLAGS, str(FORKSERVER_PATH), *forkserver_args(config)]
+        self.workdir = workdir
         super().__init__(
             [*argv, "--workdir", str(workdir)],
             slots=config.slots,
@@ -308,7 +315,14 @@ class ProcessSandbox(ForkServerClient):
             env={},  # nothing of this process's environment (secrets) reaches the sandbox
             **client_options,  # type: ignore[arg-type]
         )
-        self.workdir = workdir
+        isolation = self.hello.get("isolation", {})
+        missing = [key for key in ("chroot", "netns", "uids") if not isolation.get(key)]
+        if require_isolation and missing:
+            self.close()
+            raise SandboxError(
+                f"process backend without {', '.join(missing)} (needs root): "
+                "run as root or use executor.backend=docker"
+            )
 
     def close(self) -> None:
         """Stop the server and remove its run directories (a killed server leaves them)."""

@@ -58,6 +58,7 @@ class LearnerGroup:
         )
         self.use_gpu = use_gpu
         self._nccl_ready = False
+        self._shard_sync: bool | None = None
         gpus = config.gpus_per_worker if use_gpu else 0
         bundle = {"CPU": config.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
         self._pg = placement_group([bundle] * config.num_workers, strategy="PACK")
@@ -192,8 +193,7 @@ class LearnerGroup:
         if self.use_gpu:
             total, num_buckets, rollout_result = self._sync_nccl(rollout_group, version)
         else:
-            bucket_bytes = self.config.sync_bucket_mb * (1 << 20)
-            refs, total, timings = self._all("weight_buckets", bucket_bytes)[0]
+            refs, total, timings = self._cpu_buckets(self.config.sync_bucket_mb * (1 << 20))
             rollout_result = rollout_group.update_weights(refs, version)
             num_buckets = len(refs)
             del refs  # the object store frees the buckets once no one holds a reference
@@ -209,6 +209,21 @@ class LearnerGroup:
             **timings,
             "rollout": rollout_result,
         }
+
+    def _cpu_buckets(self, bucket_bytes: int) -> tuple[list[ray.ObjectRef], int, dict]:
+        """Rank 0's bucket refs: via the object store (`learner.shard_sync`) when the model's
+        layout allows, else via the collective state-dict gather."""
+        if self._shard_sync is None:
+            self._shard_sync = self._all("sync_layout_supported", ranks=[0])[0]
+        if not self._shard_sync:
+            return self._all("weight_buckets", bucket_bytes)[0]
+        start = time.perf_counter()
+        shard_refs = self._all("put_local_shards")
+        published = time.perf_counter() - start
+        refs, total, timings = self._all(
+            "buckets_from_shards", shard_refs, bucket_bytes, ranks=[0]
+        )[0]
+        return refs, total, {**timings, "gather_s": timings["gather_s"] + published}
 
     def _sync_nccl(self, rollout_group: Any, version: int) -> tuple[int, int, Any]:
         """GPU path (unverified here): NCCL broadcast into the vLLM workers, see

@@ -12,6 +12,7 @@ import math
 import shutil
 import socket
 import time
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from azr.config import LearnerConfig
 from azr.tasks import TrainSample
 from learner import checkpoint as ckpt
+from learner import shard_sync
 from learner.batching import MicroBatch, collate, empty_micro_batch
 from learner.loss import clipped_policy_loss, token_logprobs_and_entropy
 from learner.metrics import LearnerMetrics
@@ -64,6 +66,7 @@ class LearnerWorker:
         if self.device == "cpu":
             torch.set_num_threads(config.cpus_per_worker)
         self.metrics = LearnerMetrics(rank)
+        self._own_shards: dict[str, torch.Tensor] = {}
 
     def node_address(self) -> tuple[str, int]:
         """This node's IP and a free TCP port (rank 0's answer is the rendezvous address)."""
@@ -215,21 +218,51 @@ class LearnerWorker:
         return state
 
     def weight_buckets(self, bucket_bytes: int) -> tuple[list[ray.ObjectRef], int, dict]:
-        """Gather, split into buckets of ≤ ``bucket_bytes`` and ``ray.put`` each (rank 0).
+        """Collective path: gather with the state-dict API, then bucket and ``ray.put`` (rank 0).
 
         Returns (bucket refs, total bytes, {gather_s, put_s}); ([], 0, {...}) on other ranks.
         The refs are owned by this actor and stay valid while it lives.
         """
         start = time.perf_counter()
         state = self.full_state_dict()
-        gathered = time.perf_counter()
+        return self._put_buckets(state, bucket_bytes, time.perf_counter() - start)
+
+    def sync_layout_supported(self) -> bool:
+        """Whether the object-store shard path (`learner.shard_sync`) fits this model."""
+        self._reshard()
+        return self.device == "cpu" and shard_sync.supports(self.model, set(self.tied_aliases))
+
+    def put_local_shards(self) -> ray.ObjectRef | None:
+        """Shard path, step 1 (every rank, no collective): publish this rank's shards."""
+        self._reshard()
+        shards = shard_sync.local_shards(self.model)
+        if self.rank == 0:
+            self._own_shards = shards  # rank 0 reads its own shards in place
+            return None
+        return ray.put(shards)
+
+    def buckets_from_shards(
+        self, shard_refs: list[ray.ObjectRef | None], bucket_bytes: int
+    ) -> tuple[list[ray.ObjectRef], int, dict]:
+        """Shard path, step 2 (rank 0): full tensors from every rank's shards, then buckets."""
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            # Zero-copy views of the object store are read-only; they are only read here.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            state = shard_sync.assemble(self._own_shards, shard_refs, self.rank)
+        self._own_shards = {}
+        return self._put_buckets(state, bucket_bytes, time.perf_counter() - start)
+
+    def _put_buckets(
+        self, state: dict[str, torch.Tensor], bucket_bytes: int, gather_s: float
+    ) -> tuple[list[ray.ObjectRef], int, dict]:
+        start = time.perf_counter()
         refs, total = [], 0
         if self.rank == 0:
             for bucket in split_into_buckets(state, bucket_bytes):
                 total += sum(t.numel() * t.element_size() for t in bucket.values())
                 refs.append(ray.put(bucket))
-        timings = {"gather_s": gathered - start, "put_s": time.perf_counter() - gathered}
-        return refs, total, timings
+        return refs, total, {"gather_s": gather_s, "put_s": time.perf_counter() - start}
 
     def nccl_connect(self, master_address: str, master_port: int, world_size: int) -> None:
         """GPU: join the weight-broadcast NCCL group (see `learner.nccl_sync`, unverified)."""

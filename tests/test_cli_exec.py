@@ -195,9 +195,12 @@ def test_score_reads_stdin_and_scores_every_task_type() -> None:
 
 @pytest.mark.slow
 @pytest.mark.docker
-def test_score_with_the_docker_backend(tmp_path: Path) -> None:
+def test_score_with_the_docker_backend(tmp_path: Path, docker_image: str) -> None:
     source = write_jsonl(tmp_path / "answers.jsonl", SCORE_LINES)
-    done = run_azr("score", "--backend", "docker", "--workers", "1", str(source))
+    done = run_azr(
+        "score", "--backend", "docker", "--workers", "1", str(source),
+        f"executor.docker_image={docker_image}",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     check_scores(records(done.stdout))
 

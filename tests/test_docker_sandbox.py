@@ -120,7 +120,7 @@ def test_flags_hold_against_a_program(sandbox: DockerSandbox) -> None:
             "exception:OSError",
         ),
         "rootfs": (
-            "def f():\n    open('/opt/azr/x', 'w')\n    return 'wrote'",
+            "def f():\n    open('/var/tmp/x', 'w')\n    return 'wrote'",  # 1777 in the image
             "exception:OSError",
         ),
         "interfaces": (
@@ -202,12 +202,23 @@ def test_wedged_container_is_detected_and_replaced(docker_image: str) -> None:
         assert sandbox.container_name != wedged
 
 
+def escape_program(body: str) -> str:
+    """A program whose child leaves its session and runs ``body`` after ``f`` returned.
+
+    ``f`` returns only once the child is in its own session: otherwise the zygote's kill of
+    the program's process group could still reach it and nothing would have escaped.
+    """
+    return (
+        "import os, time\ndef f():\n    ready, told = os.pipe()\n    if os.fork() == 0:\n"
+        "        os.setsid()\n        os.write(told, b'x')\n"
+        f"        {body}\n"
+        "    os.read(ready, 1)\n    return 'escaped'"
+    )
+
+
 def test_escaped_process_gets_its_container_replaced(docker_image: str) -> None:
     config = make_config(docker_image, docker_sweep_interval_s=0.3)
-    escape = (
-        "import os\ndef f():\n    if os.fork() == 0:\n        os.setsid()\n"
-        "        while True:\n            pass\n    return 'escaped'"
-    )
+    escape = escape_program("while True:\n            pass")
     with DockerSandbox(config) as sandbox:
         first = sandbox.container_name
         assert escaped_processes(first, idle=True) == []
@@ -223,23 +234,20 @@ def test_escaped_process_gets_its_container_replaced(docker_image: str) -> None:
 
 def test_escapee_is_found_by_age_while_the_sandbox_stays_busy(docker_image: str) -> None:
     config = make_config(docker_image, timeout_s=0.25, docker_sweep_interval_s=0)
-    escape = "import os, time\ndef f():\n    if os.fork() == 0:\n        os.setsid()\n        time.sleep(3600)\n    return 1"
+    escape = escape_program("time.sleep(3600)")
     busy = {"op": "run", "program": BUSY_PROGRAM, "inputs": ["300000"], "timeout": 0.25}
-    with DockerSandbox(config, margin_s=0.5) as sandbox:  # longest budget: 2 * 0.25 + 0.5 = 1 s
+    # Longest request budget: 2 * 0.25 + 0.5 = 1 s; the sweeper allows 1 s more (etimes: whole s).
+    max_age_s = 2.0
+    with DockerSandbox(config, margin_s=0.5) as sandbox:
         name = sandbox.container_name
-        assert (
-            sandbox.call({"op": "run", "program": escape, "inputs": [""], "timeout": 0.25})[
-                "status"
-            ]
-            == "ok"
-        )
+        assert run(sandbox, escape, "", timeout=0.25)["results"] == [["ok", "'escaped'"]]
         deadline = time.monotonic() + 20
-        while (
-            not escaped_processes(name, idle=False, max_age_s=1.0) and time.monotonic() < deadline
-        ):
+        while time.monotonic() < deadline:
+            if escaped_processes(name, idle=False, max_age_s=max_age_s):
+                break
             time.sleep(0.2)
-        assert len(escaped_processes(name, idle=False, max_age_s=1.0) or []) == 1
-        assert escaped_processes(name, idle=False) == []  # without an age bound: looks running
+        assert len(escaped_processes(name, idle=False, max_age_s=max_age_s) or []) == 1
+        assert escaped_processes(name, idle=False) == []  # no age bound: it might be running
         outstanding = sandbox.submit(busy)
         assert sandbox.sweep_escapees() is True  # busy, yet older than any request may run
         assert outstanding.result(timeout=60)["status"] in ("ok", "timeout")

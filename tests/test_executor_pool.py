@@ -26,7 +26,15 @@ pytestmark = pytest.mark.slow
 PER_NODE = 2
 NODE_ARGS = {"num_cpus": 1, "resources": {"executor": 2}, "include_dashboard": False}
 # Metrics reach the node's Prometheus endpoint every 0.5 s instead of every 10 s.
-HEAD_ARGS = {**NODE_ARGS, "_system_config": {"metrics_report_interval_ms": 500}}
+# A crashed node is declared dead after 3 missed 1 s health checks (Ray's default: ~15 s+).
+HEAD_ARGS = {
+    **NODE_ARGS,
+    "_system_config": {
+        "metrics_report_interval_ms": 500,
+        "health_check_period_ms": 1000,
+        "health_check_failure_threshold": 3,
+    },
+}
 # A loop long enough (tens of ms per call) that a batch is still running when we break things.
 SLOW_PROGRAM = (
     "def f(n):\n    total = 0\n    for i in range(n):\n        total += i % 7\n    return total"
@@ -217,22 +225,28 @@ def test_killing_an_actor_mid_batch_returns_every_result_exactly_once(pool: Exec
     assert victim.name not in {m.name for m in pool.members() if m.state != "dead"}
 
 
+@pytest.mark.parametrize("graceful", [True, False], ids=["removed", "crashed"])
 def test_removing_a_node_mid_batch_loses_no_program(
-    cluster: Cluster, pool: ExecutorPool, worker_nodes: list
+    cluster: Cluster, pool: ExecutorPool, worker_nodes: list, graceful: bool
 ) -> None:
     doomed = worker_nodes.pop()
     before = pool.stats()
     requests, expected = slow_requests(24, base=310_000)
     running = pool.submit_validate(requests)
     wait_for(busy_member_on(pool, {doomed.node_id}), 30, "work on the doomed node")
-    cluster.remove_node(doomed)
+    cluster.remove_node(doomed, allow_graceful=graceful)  # crashed: every process SIGKILLed
 
     assert [r.outputs for r in running.result(timeout=120)] == [(e,) for e in expected]
     after = pool.stats()
     assert after["requests_completed"] - before["requests_completed"] == len(requests)
     assert after["chunks_retried"] > before.get("chunks_retried", 0)
     remaining = {head_id(), *(n.node_id for n in worker_nodes)}
-    wait_for(lambda: pool.placement() == dict.fromkeys(remaining, PER_NODE), 60, "2-2 placement")
+    wait_for(
+        lambda: pool.placement() == dict.fromkeys(remaining, PER_NODE),
+        60,
+        "placement",
+        pool.members,
+    )
 
 
 def test_actors_and_pool_export_azr_metrics_tagged_by_actor_and_node(

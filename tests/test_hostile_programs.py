@@ -316,11 +316,15 @@ def test_killing_the_parent_fails(executor: SandboxExecutor, baseline_s: float) 
         "    except OSError:\n        pass\n" + kill_everyone + "    return 1"
     )
     reply, elapsed = raw(executor, program)
-    assert elapsed <= EXECUTOR_TEST_TIMEOUT_S + MARGIN_S
     if _uid_isolated(executor):
+        assert elapsed <= EXECUTOR_TEST_TIMEOUT_S + MARGIN_S
         assert reply["status"] in ("ok", "crash:signal9")
         assert executor.sandbox.pid == server_pid
         os.kill(server_pid, 0)  # still alive
+    else:
+        # Without a uid per slot (a non-root server, e.g. in a container) the program can kill
+        # its own server; what must hold then is that the client replaces it and recovers.
+        assert elapsed <= 3 * (EXECUTOR_TEST_TIMEOUT_S + MARGIN_S) + 30
     assert_healthy(executor, baseline_s, restarts=executor.stats()["sandbox_restarts"])
 
 

@@ -146,6 +146,13 @@ def test_generate_honours_explicit_sampling(group: RolloutGroup, tokenizer):
     assert [[c.token_ids for c in g.completions] for g in again] == [
         [c.token_ids for c in g.completions] for g in first
     ]
+    # Seeds follow the prompt's place in the batch, not the actor it landed on.
+    single = ray.get(group.actors[0].generate.remote(PROMPTS, sampling))
+    assert [[c.token_ids for c in g.completions] for g in single] == [
+        [c.token_ids for c in g.completions] for g in first
+    ]
+    twice = group.generate([PROMPTS[0], PROMPTS[0]], sampling.model_copy(update={"n": 1}))
+    assert twice[0].completions[0].token_ids != twice[1].completions[0].token_ids
     other_seed = group.generate(PROMPTS, sampling.model_copy(update={"seed": 12}))
     assert [[c.token_ids for c in g.completions] for g in other_seed] != [
         [c.token_ids for c in g.completions] for g in first
@@ -165,6 +172,19 @@ def test_sampled_logprobs_equal_prompt_logprobs_at_temperature_one(group: Rollou
     for seq, want, got in zip(sequences, expected, scored, strict=True):
         assert len(got) == len(seq) - 1
         assert got[-len(want) :] == pytest.approx(want, abs=1e-4)
+
+
+def test_bad_inputs_get_clear_errors_and_change_nothing(group: RolloutGroup):
+    actor = group.actors[0]
+    too_long = "x = 1\n" * 3000
+    with pytest.raises(ray.exceptions.RayTaskError, match="prompt 1 has .* tokens"):
+        ray.get(actor.generate.remote([PROMPTS[0], too_long], SamplingConfig(max_tokens=2)))
+    with pytest.raises(ray.exceptions.RayTaskError, match="not a dict"):
+        ray.get(actor.update_weights.remote([ray.put(["not", "a", "bucket"])], 1))
+    assert ray.get(actor.policy_version.remote()) == 0
+    # The engine still serves after the rejected calls.
+    generated = ray.get(actor.generate.remote([PROMPTS[0]], SamplingConfig(max_tokens=2, seed=0)))
+    assert len(generated[0].completions[0].token_ids) >= 1
 
 
 def test_update_weights_in_place_and_versioned(group: RolloutGroup, hf_model, tokenizer):

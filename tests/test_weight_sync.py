@@ -132,14 +132,18 @@ def test_mismatch_kl_sees_synced_and_stale_weights(rollout, learner):
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:The given NumPy array is not writable")  # zero-copy views
 def test_sync_buckets_hold_exactly_the_checkpoint_weights(learner, tmp_path):
-    """What rank 0 gathers and buckets for the rollout == the checkpoint, bit for bit."""
+    """What rank 0 buckets for the rollout == the checkpoint, bit for bit, on both paths:
+    shards through the object store (chosen for this model) and the collective gather."""
     learner.train_step(fixed_batch(seed=5, vocab=learner.vocab_size))
-    refs, total, _ = learner._all("weight_buckets", BUCKET_MB << 20)[0]
-    sent = {name: t for bucket in ray.get(refs) for name, t in bucket.items()}
     learner.save_checkpoint(str(tmp_path / "ckpt"))
     saved = load_hf_weights(tmp_path / "ckpt")
     saved.pop("lm_head.weight", None)
-    assert sent.keys() == saved.keys()
-    for name, tensor in saved.items():
-        assert torch.equal(sent[name], tensor), name
-    assert total == sum(tensor_bytes(t) for t in saved.values())
+    shard_path = learner._cpu_buckets(BUCKET_MB << 20)
+    assert learner._shard_sync is True
+    collective_path = learner._all("weight_buckets", BUCKET_MB << 20)[0]
+    for refs, total, _ in (shard_path, collective_path):
+        sent = {name: t for bucket in ray.get(refs) for name, t in bucket.items()}
+        assert sent.keys() == saved.keys()
+        for name, tensor in saved.items():
+            assert torch.equal(sent[name], tensor), name
+        assert total == sum(tensor_bytes(t) for t in saved.values())

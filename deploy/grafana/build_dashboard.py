@@ -90,6 +90,11 @@ METRICS = {
         _m("azr_rollout_generate_seconds", "histogram"),
         _m("azr_rollout_weight_update_seconds", "histogram"),
         _m("azr_rollout_policy_version", "gauge"),
+        # actors/metrics.py EngineStats: vLLM's scheduler stats, from its stat-logger hook
+        _m("azr_rollout_engine_running", "gauge"),
+        _m("azr_rollout_engine_waiting", "gauge"),
+        _m("azr_rollout_engine_kv_cache_usage", "gauge"),
+        _m("azr_rollout_engine_prefix_cache_hit_tokens", "counter", event=True),
         # learner/metrics.py
         _m("azr_learner_loss", "gauge"),
         _m("azr_learner_grad_norm", "gauge"),
@@ -107,24 +112,13 @@ METRICS = {
         _m("azr_buffer_rejected", "counter", event=True),
         _m("azr_buffer_add_latency_s", "histogram"),
         _m("azr_buffer_sample_latency_s", "histogram"),
-    ]
-}
-
-# vLLM's own engine metrics, exported through its RayPrometheusStatLogger (actors/metrics.py
-# attaches it): vLLM's "vllm:x" names become Ray metrics "vllm_x", exported as "ray_vllm_x".
-VLLM_METRICS = {
-    m.name: m
-    for m in [
-        _m("vllm_kv_cache_usage_perc", "gauge"),
-        _m("vllm_num_requests_running", "gauge"),
-        _m("vllm_num_requests_waiting", "gauge"),
-        _m("vllm_time_to_first_token_seconds", "histogram"),
+        _m("azr_buffer_store_damage", "counter", event=True),
     ]
 }
 
 
 def metric(name: str) -> Metric:
-    return METRICS.get(name) or VLLM_METRICS[name]
+    return METRICS[name]
 
 
 # --- query builders (each returns PromQL) --------------------------------------------------
@@ -350,22 +344,17 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 unit="s",
             ),
             panel(
-                "vLLM KV cache usage",
-                "vLLM's own gauge (RayPrometheusStatLogger), per engine.",
-                target(gauge("vllm_kv_cache_usage_perc", "max", "WorkerId"), "{{WorkerId}}"),
+                "Engine KV cache usage",
+                "vLLM's KV-cache fraction in use per engine (its scheduler stats).",
+                target(gauge("azr_rollout_engine_kv_cache_usage", "max", "actor"), "{{actor}}"),
                 unit="percentunit",
             ),
             panel(
-                "vLLM scheduler",
-                "Requests running and waiting inside the vLLM engines.",
-                target(gauge("vllm_num_requests_running", "sum"), "running"),
-                target(gauge("vllm_num_requests_waiting", "sum"), "waiting"),
-            ),
-            panel(
-                "vLLM time to first token",
-                "vLLM's own TTFT histogram.",
-                target(quantile("vllm_time_to_first_token_seconds", 0.95), "p95"),
-                unit="s",
+                "Engine scheduler",
+                "Requests running and waiting inside the vLLM engines; prefix-cache hit tokens/s.",
+                target(gauge("azr_rollout_engine_running", "sum"), "running"),
+                target(gauge("azr_rollout_engine_waiting", "sum"), "waiting"),
+                target(rate("azr_rollout_engine_prefix_cache_hit_tokens"), "prefix hits/s"),
             ),
         ],
     ),
@@ -453,6 +442,11 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 target(rate("azr_buffer_evictions", "task"), "evicted {{task}}"),
                 target(rate("azr_buffer_rejected", "task"), "rejected {{task}}"),
                 unit="ops",
+            ),
+            panel(
+                "Store damage found on open",
+                "Damaged regions, torn tails and unusable records the durable store skipped.",
+                target(increase("azr_buffer_store_damage", "kind"), "{{kind}}"),
             ),
             panel(
                 "Buffer latency",
