@@ -25,10 +25,13 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: setup
-	$(VENV)/bin/azr config show --config configs/tiny.yaml
+	$(VENV)/bin/azr train --config configs/tiny.yaml
 
+# The suite runs with a Docker engine and the executor test image ready (started and stopped
+# by with_docker.sh when it was not running) and with Prometheus installed (observability test).
 test: setup
-	$(VENV)/bin/pytest -q
+	deploy/prometheus/install.sh
+	deploy/docker/with_docker.sh $(VENV)/bin/pytest -q
 
 lint: setup
 	$(VENV)/bin/ruff check .

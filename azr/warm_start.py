@@ -40,7 +40,7 @@ NUM_REFERENCES = 2
 """References per warm-start proposer prompt (self-play uses K=6; 2 keeps sequences short)."""
 INDUCTION_INPUTS = 4
 """Inputs per warm-start induction proposal."""
-PROPOSAL_POOL = 48
+PROPOSAL_POOL = 12
 """Shortest train programs used as proposal targets and references."""
 MAX_SEQ_TOKENS = 768
 """Examples longer than this (prompt + response) are dropped from training."""

@@ -17,6 +17,7 @@ import argparse
 import ast
 import json
 import multiprocessing
+import os
 import statistics
 import sys
 import time
@@ -53,12 +54,14 @@ def _bare_worker(conn) -> None:  # type: ignore[no-untyped-def]
             conn.send(("error", type(error).__name__))
 
 
-def bare_baseline(rows: list[dict]) -> tuple[float, list[float]]:
-    """Programs/s and per-program latencies of the bare worker (literal inputs only)."""
+def bare_baseline(rows: list[dict]) -> tuple[float, list[float], float]:
+    """Programs/s, per-program latencies and CPU ms per program (both processes) of the bare
+    worker (literal inputs only)."""
     parent, child = multiprocessing.Pipe()
     worker = multiprocessing.get_context("fork").Process(target=_bare_worker, args=(child,))
     worker.start()
     latencies = []
+    cpu_before = _cpu_s(worker.pid) + time.process_time()  # type: ignore[arg-type]
     start = time.perf_counter()
     for row in tqdm(rows, desc="bare baseline", leave=False):
         sent = time.perf_counter()
@@ -66,24 +69,45 @@ def bare_baseline(rows: list[dict]) -> tuple[float, list[float]]:
         parent.recv()
         latencies.append(time.perf_counter() - sent)
     elapsed = time.perf_counter() - start
+    cpu_ms = (_cpu_s(worker.pid) + time.process_time() - cpu_before) / len(rows) * 1e3  # type: ignore[arg-type]
     parent.send(None)
     worker.join()
-    return len(rows) / elapsed, latencies
+    return len(rows) / elapsed, latencies, cpu_ms
 
 
-def sandbox_run(backend: str, rows: list[dict], slots: int) -> tuple[float, dict, int]:
-    """Programs/s, executor stats and the number of valid results for one backend."""
+def _cpu_s(pid: int) -> float:
+    """CPU seconds of a process plus its reaped children (``/proc/<pid>/stat`` fields 14-17)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(field) for field in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its direct children (the fork-server front and its two zygotes)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *map(int, children)]
+
+
+def sandbox_run(backend: str, rows: list[dict], slots: int) -> tuple[float, dict, int, float]:
+    """Programs/s, executor stats, valid results and CPU ms per validation for one backend.
+
+    CPU is counted on the host only for the process backend (this process with its threads,
+    the fork-server front, both zygotes and every reaped program process); NaN for docker.
+    """
     config = ExecutorConfig(backend=backend, slots=slots, timeout_s=5.0)  # type: ignore[arg-type]
     requests = [ValidateRequest(program=row["code"], inputs=(row["input"],)) for row in rows]
     with SandboxExecutor(config) as executor:
         executor.validate_many(requests[:20])  # warm-up (and docker start)
+        tree = _process_tree(executor.sandbox.pid) if backend == "process" else []  # type: ignore[arg-type]
+        cpu_before = sum(map(_cpu_s, tree)) + time.process_time()
         start = time.perf_counter()
         results = []
         for offset in tqdm(range(0, len(requests), 100), desc=f"{backend} sandbox", leave=False):
             results += executor.validate_many(requests[offset : offset + 100])
         elapsed = time.perf_counter() - start
+        cpu_ms = (sum(map(_cpu_s, tree)) + time.process_time() - cpu_before) / len(rows) * 1e3
         stats = executor.stats()
-    return len(rows) / elapsed, stats, sum(result.valid for result in results)
+    valid = sum(result.valid for result in results)
+    return len(rows) / elapsed, stats, valid, cpu_ms if tree else float("nan")
 
 
 def main() -> None:
@@ -91,18 +115,20 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=2, help="parallel slots (workers)")
     parser.add_argument("--backends", default="process,docker")
     args = parser.parse_args()
+    print("load average: " + " ".join(f"{load:.2f}" for load in os.getloadavg()))
     rows = [json.loads(line) for line in DATA.read_text().splitlines()]
     literal_rows = [row for row in rows if _is_literal_input(row["input"])]
 
-    bare_rate, bare_latencies = bare_baseline(literal_rows)
+    bare_rate, bare_latencies, bare_cpu_ms = bare_baseline(literal_rows)
     q = statistics.quantiles(bare_latencies, n=100)
     print(
         f"bare baseline : {bare_rate:8.1f} programs/s  p50 {q[49] * 1e3:.2f} ms  p99 {q[98] * 1e3:.2f} ms"
+        f"  CPU {bare_cpu_ms:.2f} ms/program"
     )
     rates = {}
     for backend in args.backends.split(","):
         try:
-            rate, stats, valid = sandbox_run(backend, rows, args.slots)
+            rate, stats, valid, cpu_ms = sandbox_run(backend, rows, args.slots)
         except Exception as error:  # noqa: BLE001 - an unavailable backend is reported, not fatal
             print(f"{backend:<14}: unavailable ({type(error).__name__}: {error})"[:300])
             continue
@@ -111,7 +137,7 @@ def main() -> None:
         print(
             f"{backend + ' sandbox':<14}: {rate:8.1f} programs/s  p50 {latency['p50'] * 1e3:.2f} ms"
             f"  p99 {latency['p99'] * 1e3:.2f} ms  ({args.slots} slots, {valid} valid of {len(rows)})"
-            f"  ratio vs bare {rate / bare_rate:.3f}x"
+            f"  ratio vs bare {rate / bare_rate:.3f}x  CPU {cpu_ms:.2f} ms/validation"
         )
     if "process" in rates and "docker" in rates:
         print(f"docker / process: {rates['docker'] / rates['process']:.3f}x")

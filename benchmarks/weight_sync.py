@@ -92,11 +92,11 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="azr-bench-sync-", dir=REPO / ".scratch"))
-    ray.init(
-        address="local", num_cpus=args.workers + 2, include_dashboard=False, log_to_driver=False
-    )
     rollout = learner = None
     try:
+        ray.init(
+            address="local", num_cpus=args.workers + 2, include_dashboard=False, log_to_driver=False
+        )
         with console.status("building the model, the learner group and the vLLM engine"):
             model = str(build_model(workdir / "model", args.hidden, args.layers))
             state = load_hf_weights(Path(model))

@@ -6,18 +6,20 @@ STDLIB ONLY: this file runs on the host (process backend) and inside the executo
 
 Processes
     front      this script without ``--zygote``: speaks the wire protocol on stdin/stdout,
-               owns S slots, and starts two warm *zygotes* with different PYTHONHASHSEEDs.
-    zygote A/B ``--zygote``: small warm parents that compile the program and parse its
-               inputs (pure: nothing runs), then fork one child per program run and
-               enforce the wall-clock limit per call. A's child calls ``f`` twice per input (each on a
-               freshly parsed copy), B's once, so determinism is checked across two calls in
-               one process and across two processes with different hash secrets.
-    child      new session; when root: chroot into a fresh empty directory, its own uid per
-               slot, rlimits (AS, CPU, FSIZE, NOFILE, NPROC, CORE), empty environment, stdin
-               and stdout/stderr on /dev/null. The zygotes live in a network namespace with no
-               interface up. After each run the zygote kills the process group and every
-               process of the slot uid (it is their subreaper), so nothing the program
-               spawned survives.
+               starts two warm *zygotes* with different PYTHONHASHSEEDs, forwards each
+               request to them at once and merges their replies.
+    zygote A/B ``--zygote``: small warm parents with S slots each that compile the program
+               and parse its inputs (pure: nothing runs), then fork one child per program
+               run and enforce the wall-clock limit per call. Jobs queue in the zygote, so
+               a slot never idles waiting for the host. A's child calls ``f`` twice per input
+               (each on a freshly parsed copy), B's once, so determinism is checked across
+               two calls in one process and across two processes with different hash secrets.
+    child      new session; when root: chroot into an empty directory it cannot write (so
+               nothing carries over between runs), its own uid per slot, rlimits (AS, CPU,
+               FSIZE, NOFILE, NPROC, CORE), empty environment, stdin and stdout/stderr on
+               /dev/null. The zygotes live in a network namespace with no interface up.
+               After each run the zygote kills the process group and every process of the
+               slot uid (it is their subreaper), so nothing the program spawned survives.
 
 Wire protocol (newline-delimited JSON, UTF-8, one object per line)
     server -> client, first line:
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import collections
 import contextlib
 import gc
 import json
@@ -276,6 +279,29 @@ class _Failed(Exception):
     """Internal: carries a per-input status out of the call loop."""
 
 
+WARM_UP_PROGRAM = (
+    "def f(x):\n    if x is None:\n        raise ValueError(x)\n"
+    "    return [x, (x,), {x: 1.5}, {'a', 2}, frozenset({b''}), None, 1j, True]"
+)
+
+
+def _warm_up() -> None:
+    """Run the child-side code (our own, on a fixed benign job) in the zygote before forking.
+
+    CPython 3.11 counts calls in every code object and then rewrites ("quickens") its
+    bytecode: left for the children, each child would copy-on-write those pages again.
+    """
+    job = {"program": WARM_UP_PROGRAM, "inputs": ["1", "'s'", "None"], "repeat": 2}
+    job.update(max_output_chars=4000, keep_going=True)
+    sink = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for _ in range(16):  # past the quickening threshold of every function involved
+            prepare_job(job)
+            _run_program(job, sink)
+    finally:
+        os.close(sink)
+
+
 def _child_main(job: dict, out_fd: int, isolation: dict, devnull: int) -> None:
     """Body of a forked child: isolate, run, exit. Never returns."""
     code = 0
@@ -448,8 +474,11 @@ def zygote_main(args: dict) -> None:
         if name:
             __import__(name)
     builtins.exit = builtins.quit = _quitter  # -S leaves them out; keep exit() an exception
+    _warm_up()
     gc.collect()
     gc.freeze()  # children never scan (and so never copy-on-write) the zygote's objects
+    # Hand free heap pages back: fork copies a page-table entry for every resident page.
+    _LIBC.malloc_trim(0)
     is_root = os.geteuid() == 0
     netns = is_root and _LIBC.unshare(CLONE_NEWNET) == 0
     isolation = {
@@ -459,6 +488,14 @@ def zygote_main(args: dict) -> None:
         "uids": args["uids"],  # the slot uids of this zygote (empty when not root)
     }
     devnull = os.open(os.devnull, os.O_RDWR)
+    # As root every child chroots into this one empty directory that only root may write (the
+    # program runs as a slot uid without capabilities), so it stays empty and nothing carries
+    # over from one run to the next - without a mkdir/chown/rmdir per run on the host's disk.
+    chroot_dir = None
+    if isolation["chroot"]:
+        chroot_dir = os.path.join(args["workroot"], "chroot-" + str(os.getpid()))
+        os.mkdir(chroot_dir, 0o555)
+        os.chmod(chroot_dir, 0o555)  # the umask must not matter
     live_pids: set[int] = set()
     exit_statuses: dict[int, int] = {}
 
@@ -489,13 +526,25 @@ def zygote_main(args: dict) -> None:
     stdin = _LineReader(0, 1 << 62)
     selector.register(0, selectors.EVENT_READ, None)
     runs: dict[int, _Run] = {}
+    # The zygote owns its slots: jobs queue here and the next one forks the moment a child is
+    # reaped, without a round trip through the front and the host (under load every hop waits
+    # for a CPU). A slot (and its uid) is reused only after ``finish`` swept its uid.
+    free_slots = list(range(args["slots"]))[::-1]
+    queued: collections.deque[dict] = collections.deque()
+
+    def start_queued() -> None:
+        while queued and free_slots:
+            job = queued.popleft()
+            job["slot"] = free_slots.pop()
+            job["uid"] = args["uids"][job["slot"]] if args["uids"] else None
+            start(job)
 
     def start(job: dict) -> None:
         try:
-            workdir = job["workdir"]
-            os.mkdir(workdir, 0o700)
-            if job.get("uid") is not None:
-                os.chown(workdir, job["uid"], job["uid"])
+            if isolation["chroot"]:
+                job["workdir"] = chroot_dir  # read-only for the program: it stays empty
+            else:
+                os.mkdir(job["workdir"], 0o700)
             prepare_job(job)
             read_fd, write_fd = os.pipe()
             pid = os.fork()
@@ -505,6 +554,10 @@ def zygote_main(args: dict) -> None:
             )
             out.write((json.dumps({"job": job["job"], "results": results}) + "\n").encode())
             out.flush()
+            if not isolation["chroot"]:
+                with contextlib.suppress(OSError):
+                    os.rmdir(job["workdir"])
+            free_slots.append(job["slot"])
             return
         if pid == 0:
             os.close(read_fd)
@@ -534,7 +587,9 @@ def zygote_main(args: dict) -> None:
             os.killpg(run.pid, signal.SIGKILL)  # whatever is left in its session
         _sweep_uid(run.job.get("uid"), live_pids, reap)
         reap()
-        _remove_tree(run.job["workdir"])
+        if not isolation["chroot"]:
+            _remove_tree(run.job["workdir"])
+        free_slots.append(run.job["slot"])  # swept: the next program may have this uid
         results = []
         for line in run.raw_results:
             try:
@@ -563,8 +618,7 @@ def zygote_main(args: dict) -> None:
         for key, _ in selector.select(max(0.0, wait)):
             run = key.data
             if run is None:
-                for line in stdin.read_lines():
-                    start(json.loads(line))
+                queued.extend(json.loads(line) for line in stdin.read_lines())
                 if stdin.eof:
                     for leftover in list(runs.values()):
                         leftover.status_if_killed = "crash:shutdown"
@@ -589,6 +643,7 @@ def zygote_main(args: dict) -> None:
         now = time.monotonic()
         for run in [r for r in runs.values() if r.deadline <= now]:
             finish(run)
+        start_queued()
 
 
 def _remove_tree(path: str) -> None:
@@ -620,7 +675,6 @@ def _acquire_uid_block(lock_dir: str, size: int) -> tuple[int, object] | None:
 class _Request:
     def __init__(self, message: dict, started: float) -> None:
         self.message, self.started = message, started
-        self.slot = -1
         self.parts: dict[str, list] = {}
         self.waiting = 0
 
@@ -664,12 +718,16 @@ def front_main(args: dict) -> None:
     zygotes = {}
     for name, seed, offset in (("a", seed_a, 0), ("b", seed_b, slots)):
         uids = [] if uid_base is None else [uid_base + offset + s for s in range(slots)]
-        zygote_args = json.dumps({"preload": args["preload"], "uids": uids})
+        zygote_args = json.dumps(
+            {"preload": args["preload"], "uids": uids, "slots": slots, "workroot": workroot}
+        )
         process = subprocess.Popen(
             [sys.executable, "-s", "-S", "-P", os.path.abspath(__file__), "--zygote", zygote_args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env={"PYTHONHASHSEED": str(seed)},
+            # LD_BIND_NOW: libc symbols the children call first (setsid, chroot, setresuid ...)
+            # are bound in the zygote, not by each child writing (copying) the GOT pages.
+            env={"PYTHONHASHSEED": str(seed), "LD_BIND_NOW": "1"},
             close_fds=True,
         )
         hello = json.loads(process.stdout.readline())
@@ -699,8 +757,6 @@ def front_main(args: dict) -> None:
     for name, zygote in zygotes.items():
         zygote["reader"] = _LineReader(zygote["proc"].stdout.fileno(), 1 << 62)
         selector.register(zygote["reader"].fd, selectors.EVENT_READ, name)
-    free_slots = list(range(slots))
-    queue: list[_Request] = []
     jobs: dict[int, tuple[_Request, str]] = {}
     job_counter = [0]
 
@@ -727,13 +783,11 @@ def front_main(args: dict) -> None:
 
     def launch(request: _Request) -> None:
         message = request.message
-        request.slot = free_slots.pop()
         timeout = min(float(message.get("timeout", args["timeout"])), args["max_timeout"])
         plan = [("a", 2), ("b", 1)] if message["op"] == "validate" else [("a", 1)]
         for name, repeat in plan:
             job_counter[0] += 1
             job = job_counter[0]
-            uids = zygotes[name]["uids"]
             jobs[job] = (request, name)
             request.waiting += 1
             send(name, {
@@ -745,7 +799,6 @@ def front_main(args: dict) -> None:
                 "keep_going": bool(message.get("keep_going", False)) and repeat == 1,
                 "memory_mb": args["memory_mb"],
                 "max_output_chars": args["max_output_chars"],
-                "uid": uids[request.slot] if uids else None,
                 "workdir": os.path.join(workroot, f"{name}{job}"),
             })  # fmt: skip
 
@@ -771,11 +824,7 @@ def front_main(args: dict) -> None:
         if not ok:
             reply({"id": request_id, "status": "bad_request", "results": []})
             return
-        request = _Request(message, time.monotonic())
-        if free_slots:
-            launch(request)
-        else:
-            queue.append(request)
+        launch(_Request(message, time.monotonic()))  # each zygote queues what it cannot run yet
 
     def complete(line: bytes) -> None:
         message = json.loads(line)
@@ -787,9 +836,6 @@ def front_main(args: dict) -> None:
         status, results = _combine(request)
         wall = round(time.monotonic() - request.started, 6)
         reply({"id": request.message["id"], "status": status, "results": results, "wall_s": wall})
-        free_slots.append(request.slot)
-        if queue:
-            launch(queue.pop(0))
 
     try:
         while True:

@@ -60,6 +60,7 @@ class _Entry:
     future: Future = field(default_factory=Future)
     attempts: int = 0
     sent_at: float = 0.0
+    deadline: float = 0.0  # sent_at + own budget + the budgets queued ahead of it (per slot)
 
 
 def forkserver_args(config: ExecutorConfig) -> list[str]:
@@ -74,7 +75,12 @@ def forkserver_args(config: ExecutorConfig) -> list[str]:
 
 
 class ForkServerClient:
-    """Pipelined, self-healing client of one fork-server process (see module docstring)."""
+    """Pipelined, self-healing client of one fork-server process (see module docstring).
+
+    At most ``max_inflight`` requests (default ``4 * slots``) are sent to the server at once;
+    the rest wait here. A request counts as overdue (the server is wedged) when its own budget
+    plus its share of the budgets queued ahead of it has passed.
+    """
 
     def __init__(
         self,
@@ -87,6 +93,7 @@ class ForkServerClient:
         margin_s: float = 5.0,
         max_attempts: int = 3,
         kill_hook: Callable[[], None] | None = None,
+        max_inflight: int | None = None,
     ) -> None:
         self.argv = list(argv)
         self.env = dict(env) if env is not None else {}
@@ -102,7 +109,11 @@ class ForkServerClient:
         self._lock = threading.Lock()
         self._pending: collections.deque[_Entry] = collections.deque()
         self._inflight: dict[int, _Entry] = {}
-        self._max_inflight = 2 * slots  # the server queues the second half: no idle slot
+        # The zygotes queue what they cannot run yet and fork the next program the moment a
+        # slot frees, so a few queued requests per slot keep every slot busy while replies
+        # travel; 64 in flight measured no faster than 8 (2 slots) and only added queueing
+        # latency (p50 ~300 ms instead of ~20 ms).
+        self._max_inflight = max_inflight if max_inflight is not None else 4 * slots
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
         self._closed = False
         self._process: subprocess.Popen | None = None
@@ -256,6 +267,10 @@ class ForkServerClient:
         while self._pending and len(self._inflight) < self._max_inflight and process:
             entry = self._pending.popleft()
             entry.sent_at = time.monotonic()
+            # Queued behind the requests in flight: at worst they all use their whole budgets,
+            # ``slots`` at a time, before this one starts.
+            ahead_s = sum(other.budget_s for other in self._inflight.values()) / self.slots
+            entry.deadline = entry.sent_at + entry.budget_s + ahead_s
             self._inflight[entry.request_id] = entry
             try:
                 process.stdin.write(entry.payload)  # type: ignore[union-attr]
@@ -289,7 +304,7 @@ class ForkServerClient:
             now = time.monotonic()
             with self._lock:
                 generation = self._generation
-                late = [e for e in self._inflight.values() if now - e.sent_at > e.budget_s]
+                late = [e for e in self._inflight.values() if now > e.deadline]
             if late:
                 self._restart(generation, f"request {late[0].request_id} overdue: wedged")
 

@@ -180,9 +180,11 @@ class LearnerGroup:
     def sync_weights(self, rollout_group: WeightReceiver, version: int) -> dict[str, Any]:
         """Send the current weights to the rollout engines as policy ``version``.
 
-        Rank 0 gathers the full state dict (HF names), splits it into buckets of
-        ``config.sync_bucket_mb`` MiB, ``ray.put``s each; the rollout group loads them in
-        place (no engine restart). ``version`` must exceed the last one sent (ValueError).
+        CPU: rank 0 assembles the full parameters (HF names; each rank's FSDP2 shards come
+        through the object store, see `learner.shard_sync`, or a gloo gather as fallback),
+        splits them into buckets of ``config.sync_bucket_mb`` MiB and ``ray.put``s each; the
+        rollout group loads them in place (no engine restart). GPU: NCCL broadcast into the
+        vLLM workers (`learner.nccl_sync`, unverified here). ``version`` must exceed the last one sent (ValueError).
         Returns seconds, bytes, gbps, buckets, version, gather_s and put_s (rank 0's gather
         and ``ray.put`` time, CPU path) and the rollout group's own answer under ``rollout``.
         """

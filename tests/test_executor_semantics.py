@@ -191,7 +191,8 @@ def test_a_dead_server_is_replaced_and_in_flight_work_rerun() -> None:
     config = ExecutorConfig(slots=2, timeout_s=5.0, memory_mb=256)
     with SandboxExecutor(config) as executor:
         first_pid = executor.sandbox.pid
-        requests = [_busy_request(300_000 + n) for n in range(6)]
+        # Long enough (~0.1 s per call unloaded) that the kill lands while work is in flight.
+        requests = [_busy_request(3_000_000 + n) for n in range(6)]
         outcome: list = []
         worker = threading.Thread(target=lambda: outcome.extend(executor.validate_many(requests)))
         worker.start()
@@ -199,7 +200,7 @@ def test_a_dead_server_is_replaced_and_in_flight_work_rerun() -> None:
         os.killpg(first_pid, signal.SIGKILL)  # the fork-server and its zygotes die mid-batch
         worker.join(timeout=60)
         assert [r.outputs for r in outcome] == [
-            (str(n * (n - 1) // 2),) for n in range(300_000, 300_006)
+            (str(n * (n - 1) // 2),) for n in range(3_000_000, 3_000_006)
         ]
         assert executor.sandbox.pid != first_pid
         assert executor.stats()["sandbox_restarts"] == 1, "\n".join(executor.sandbox.stderr_tail())

@@ -389,3 +389,20 @@ def test_module_mutation_does_not_leak_to_the_next_program(
         )
         assert results[1].outputs == ("3.141592653589793",)
     assert_healthy(executor, baseline_s)
+
+
+def test_nothing_a_program_writes_reaches_the_next_run(
+    executor: SandboxExecutor, baseline_s: float
+) -> None:
+    write = "def f(x):\n    open('note-' + str(x), 'w').write('x')\n    return 1"
+    listing = "import os\ndef f(x):\n    return sorted(os.listdir('.'))"
+    for n in range(4):  # more runs than slots: every slot's directory is seen again
+        reply, _ = raw(executor, write, str(n))
+        if executor.sandbox.hello["isolation"].get("chroot"):
+            # As root the run directory is shared by a slot's runs, so it must be read-only.
+            assert reply["status"] == "exception:PermissionError", reply
+        else:
+            assert reply["status"] == "ok", reply  # a fresh directory per run instead
+        reply, _ = raw(executor, listing, str(n))
+        assert reply["status"] == "ok" and reply["results"][0][1] == "[]", reply
+    assert_healthy(executor, baseline_s)

@@ -54,7 +54,6 @@ if [[ "$current" == "$inputs_hash" ]]; then
     echo "$IMAGE"
     exit 0
 fi
-previous_id="$(docker image inspect "$IMAGE" --format '{{.Id}}' 2>/dev/null || true)"
 
 rootfs_key="$(echo "$SUITE $VARIANT $INCLUDE $MIRROR" | sha256sum | cut -c1-12)"
 rootfs_tar="$CACHE_DIR/rootfs-$SUITE-$rootfs_key.tar"
@@ -108,9 +107,8 @@ tar --numeric-owner -C "$stage" -c . | docker import \
 rm -rf "$stage"
 trap - EXIT
 
-# The replaced build is now untagged; drop it unless a container still uses it.
-if [[ -n "$previous_id" ]]; then
-    docker image rm "$previous_id" >/dev/null 2>&1 || true
-fi
+# Replaced builds are now untagged; drop those no container uses any more (a sandbox of a
+# concurrent test session may still run on one: it is pruned by a later build).
+docker image prune --force --filter "label=azr.image=executor-test" >/dev/null 2>&1 || true
 log "built $IMAGE"
 echo "$IMAGE"

@@ -88,7 +88,6 @@ METRICS = {
         _m("azr_rollout_prompt_tokens", "counter"),
         _m("azr_rollout_requests_in_flight", "gauge"),
         _m("azr_rollout_generate_seconds", "histogram"),
-        _m("azr_rollout_weight_update_seconds", "histogram"),
         _m("azr_rollout_policy_version", "gauge"),
         # actors/metrics.py EngineStats: vLLM's scheduler stats, from its stat-logger hook
         _m("azr_rollout_engine_running", "gauge"),
@@ -405,7 +404,6 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 "One sync: gather, bucketed broadcast, rollout load.",
                 target(hist_mean("azr_weight_sync_seconds"), "mean"),
                 target(quantile("azr_weight_sync_seconds", 0.95), "p95"),
-                target(hist_mean("azr_rollout_weight_update_seconds", "actor"), "load {{actor}}"),
                 unit="s",
             ),
             panel(
