@@ -156,6 +156,10 @@ class StepRunner:
         self.task_types = [TaskType(t) for t in config.selfplay.task_types]
         self.timings: dict[str, float] = {}
 
+    def _request_seed(self, step: int, round_: int) -> int:
+        """A distinct, reproducible seed per (run seed, step, round); prompt i adds i."""
+        return (self.config.seed * 100_003 + step) * 1_000_003 + round_ * 100_000
+
     # -- prompts -------------------------------------------------------------------------
     def _chat(self, text: str) -> str:
         return render_chat(self.services.tokenizer, text)
@@ -210,7 +214,7 @@ class StepRunner:
         flat = [(t, p, src) for t in tasks for p, src in prompt_sets[t]]
         generations = self._generate(
             [p for _, p, _ in flat],
-            with_seed(self.config.rollout.propose, step * 1000 + 1),
+            with_seed(self.config.rollout.propose, self._request_seed(step, 1)),
             "propose",
         )
         proposals = []
@@ -299,7 +303,7 @@ class StepRunner:
         # and per-prompt seeds make every Monte-Carlo sample reproducible on resume.
         prompts = [self._chat(solve_prompt(t, item)) for t, item, _ in jobs]
         generations = self._generate(
-            prompts, with_seed(self.config.rollout.solve, step * 1000 + 2, n=1), "solve"
+            prompts, with_seed(self.config.rollout.solve, self._request_seed(step, 2), n=1), "solve"
         )
         solves = [
             Solve(task, item, _trajectories(task, Role.SOLVE, [generation])[0])

@@ -60,13 +60,14 @@ def ensure_model(config: ModelConfig) -> Path:
     """
     if config.path is not None:
         return validate_model_dir(Path(config.path))
-    base = build_tiny_base(config.tiny, Path(config.cache_dir))
+    cache_dir = Path(config.cache_dir).expanduser()
+    base = build_tiny_base(config.tiny, cache_dir)
     if config.tiny.warm_start_steps == 0:
         return base
     # Imported here: the warm start pulls in the prompt builders and the training loop.
     from azr.warm_start import ensure_warm_started
 
-    return ensure_warm_started(base, config.tiny, Path(config.cache_dir))
+    return ensure_warm_started(base, config.tiny, cache_dir)
 
 
 def validate_model_dir(path: Path) -> Path:

@@ -232,7 +232,8 @@ def train_and_save(
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    # Proposals are few (one pool) but matter most for self-play: half of every batch.
+    # Proposals are few (one pool) but matter most for self-play (a valid program must survive
+    # temperature-1 sampling): three quarters of every batch.
     kept = [(ex.role, _encode(tokenizer, ex)) for ex in examples]
     kept = [(role, e) for role, e in kept if len(e[0]) <= MAX_SEQ_TOKENS]
     proposals = [e for role, e in kept if role == Role.PROPOSE]
@@ -252,8 +253,8 @@ def train_and_save(
     model.train()
     started, losses, done = time.perf_counter(), [], 0
     for step in (bar := tqdm(range(steps), desc="warm start", unit="step")):
-        half = tiny.warm_start_batch_size // 2
-        batch = rng.sample(proposals, min(half, len(proposals)))
+        share = (tiny.warm_start_batch_size * 3) // 4
+        batch = rng.sample(proposals, min(share, len(proposals)))
         batch += rng.sample(solves, min(tiny.warm_start_batch_size - len(batch), len(solves)))
         width = max(len(ids) for ids, _ in batch)
         input_ids = torch.full((len(batch), width), tokenizer.pad_token_id)

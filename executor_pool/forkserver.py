@@ -279,29 +279,6 @@ class _Failed(Exception):
     """Internal: carries a per-input status out of the call loop."""
 
 
-WARM_UP_PROGRAM = (
-    "def f(x):\n    if x is None:\n        raise ValueError(x)\n"
-    "    return [x, (x,), {x: 1.5}, {'a', 2}, frozenset({b''}), None, 1j, True]"
-)
-
-
-def _warm_up() -> None:
-    """Run the child-side code (our own, on a fixed benign job) in the zygote before forking.
-
-    CPython 3.11 counts calls in every code object and then rewrites ("quickens") its
-    bytecode: left for the children, each child would copy-on-write those pages again.
-    """
-    job = {"program": WARM_UP_PROGRAM, "inputs": ["1", "'s'", "None"], "repeat": 2}
-    job.update(max_output_chars=4000, keep_going=True)
-    sink = os.open(os.devnull, os.O_WRONLY)
-    try:
-        for _ in range(16):  # past the quickening threshold of every function involved
-            prepare_job(job)
-            _run_program(job, sink)
-    finally:
-        os.close(sink)
-
-
 def _child_main(job: dict, out_fd: int, isolation: dict, devnull: int) -> None:
     """Body of a forked child: isolate, run, exit. Never returns."""
     code = 0
@@ -474,7 +451,6 @@ def zygote_main(args: dict) -> None:
         if name:
             __import__(name)
     builtins.exit = builtins.quit = _quitter  # -S leaves them out; keep exit() an exception
-    _warm_up()
     gc.collect()
     gc.freeze()  # children never scan (and so never copy-on-write) the zygote's objects
     # Hand free heap pages back: fork copies a page-table entry for every resident page.

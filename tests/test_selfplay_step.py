@@ -143,7 +143,9 @@ def test_proposal_outcomes_and_rewards(step_output):
     assert rewards[A] == [-0.5, 0.5]
     assert rewards[I] == [0.5, -0.5]
     assert [p.mc_accuracies for p in output.proposals if p.new_task] == [[1, 0, 1, 0]] * 3
-    reasons = {p.validation.reason for p in output.proposals if p.validation and not p.validation.valid}
+    reasons = {
+        p.validation.reason for p in output.proposals if p.validation and not p.validation.valid
+    }
     assert len(reasons) == 2 and all(reasons)
 
 
