@@ -109,9 +109,9 @@ def train(config: AZRConfig, resume: str | Path | None = None) -> dict[str, obje
                 if config.selfplay.mode == "async":
                     if pending is not None:
                         state.version = _finish_update(pending, rt, state, phases)
-                    pending = pool.submit(_update, rt, output, state, phases)
+                    pending = pool.submit(_update, rt, output, state.version)
                 else:
-                    pending = pool.submit(_update, rt, output, state, phases)
+                    pending = pool.submit(_update, rt, output, state.version)
                     state.version = _finish_update(pending, rt, state, phases)
                     pending = None
                 state.step = step
@@ -145,26 +145,29 @@ def train(config: AZRConfig, resume: str | Path | None = None) -> dict[str, obje
     return _summary(config, state, checkpoint, interrupted)
 
 
-def _update(rt: Runtime, output: StepOutput, state: LoopState, phases: dict) -> dict:
-    """Learner update on the admitted samples of one step (runs on the learner thread)."""
-    samples = admit(output.samples, state.version, rt.config.selfplay.max_staleness)
+def _update(rt: Runtime, output: StepOutput, learner_version: int) -> dict:
+    """Learner update on the admitted samples of one step (runs on the learner thread).
+
+    Touches no shared state: the main thread generates the next step meanwhile (async mode).
+    """
+    samples = admit(output.samples, learner_version, rt.config.selfplay.max_staleness)
     started = time.perf_counter()
-    result = rt.learner.train_step(samples) if samples else {}
-    busy = time.perf_counter() - started
-    state.learner_busy_s += busy
-    phases["learner"] = busy
-    result = dict(result)
+    result = dict(rt.learner.train_step(samples)) if samples else {}
+    result["busy_seconds"] = time.perf_counter() - started
     result["admitted"] = float(len(samples))
     result["dropped_stale"] = float(len(output.samples) - len(samples))
     result["staleness_max"] = float(
-        max((state.version - s.policy_version for s in output.samples), default=0)
+        max((learner_version - s.policy_version for s in output.samples), default=0)
     )
     return result
 
 
 def _finish_update(pending: Future, rt: Runtime, state: LoopState, phases: dict) -> int:
     """Wait for the learner, then push the new weights to the rollout actors."""
-    phases["learner_result"] = pending.result()
+    result = pending.result()
+    state.learner_busy_s += result["busy_seconds"]
+    phases["learner"] = result["busy_seconds"]
+    phases["learner_result"] = result
     version = state.version + 1
     started = time.perf_counter()
     phases["sync"] = rt.sync_weights(version)

@@ -45,7 +45,7 @@ from azr.tasks import (
     ValidateRequest,
     ValidationResult,
 )
-from azr.trr import trr_advantages
+from azr.trr import group_stats, summary_metrics, trr_advantages
 
 Task = Triplet | InductionTask
 
@@ -378,14 +378,24 @@ class StepRunner:
             for t, a in zip(trajectories, advantages, strict=True)
             if t.token_ids
         ]
+        metrics = step_metrics(proposals, solves, self.task_types)
+        groups = [(t.task, t.role) for t in trajectories]
+        metrics.update(
+            {
+                f"trr/{k}": v
+                for k, v in summary_metrics(
+                    group_stats(groups, [t.reward for t in trajectories])
+                ).items()
+            }
+        )
+        for (task, role), values in _by_group(groups, advantages).items():
+            metrics[f"trr/{task}/{role}/advantage_abs_mean"] = sum(map(abs, values)) / len(values)
         for task in self.task_types:
             fresh = [p.new_task for p in proposals if p.task == task and p.new_task is not None]
             if fresh:
                 stamped = [t.model_copy(update={"step": step}) for t in fresh]
                 self.services.store.add(task, stamped)
-        return StepOutput(
-            samples, step_metrics(proposals, solves, self.task_types), proposals, solves
-        )
+        return StepOutput(samples, metrics, proposals, solves)
 
     def run(self, step: int) -> StepOutput:
         """Round 1, round 2, rewards: one step's training samples."""
@@ -393,6 +403,13 @@ class StepRunner:
         proposals = self.propose(step)
         solves = self.solve(step, proposals)
         return self.finish(step, proposals, solves)
+
+
+def _by_group(groups: list[tuple[TaskType, Role]], values: list[float]) -> dict:
+    out: dict[tuple[TaskType, Role], list[float]] = defaultdict(list)
+    for key, value in zip(groups, values, strict=True):
+        out[key].append(value)
+    return out
 
 
 def _score_request(task: TaskType, item: Task, parsed: ParsedAnswer) -> ScoreRequest:

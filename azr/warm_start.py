@@ -31,11 +31,11 @@ from pathlib import Path
 from azr import prompts
 from azr.config import DEFAULT_BANNED_MODULES, TinyModelConfig
 from azr.parsing import FormatError, parse_response
-from azr.tasks import Role, TaskType, Triplet
+from azr.tasks import IDENTITY_TRIPLET, Role, TaskType, Triplet
 
 log = logging.getLogger(__name__)
 
-WARM_RECIPE_VERSION = 1
+WARM_RECIPE_VERSION = 2
 NUM_REFERENCES = 2
 """References per warm-start proposer prompt (self-play uses K=6; 2 keeps sequences short)."""
 INDUCTION_INPUTS = 4
@@ -143,7 +143,11 @@ def build_examples(train: list[Triplet], *, seed: int) -> list[WarmExample]:
     for target in pool:
         others = [t for t in pool if t is not target]
         for task in (TaskType.DEDUCTION, TaskType.ABDUCTION):
-            refs = rng.sample(others, NUM_REFERENCES)
+            # Self-play starts from the identity triplet alone and grows its references, so
+            # the warm start shows 1..K references, often with the identity seed among them.
+            refs = rng.sample(others, rng.randint(1, NUM_REFERENCES))
+            if rng.random() < 0.5:
+                refs = [IDENTITY_TRIPLET, *refs[:-1]]
             builder = (
                 prompts.propose_deduction_prompt
                 if task == TaskType.DEDUCTION
