@@ -45,7 +45,7 @@ class TinyModelConfig(Section):
     """Byte-level BPE vocabulary size of the tokenizer trained offline on CRUXEval programs."""
     hidden_size: int = Field(128, ge=16)
     """Transformer width."""
-    num_layers: int = Field(2, ge=1)
+    num_layers: int = Field(3, ge=1)
     """Number of decoder layers."""
     num_heads: int = Field(4, ge=1)
     """Attention heads."""
@@ -57,7 +57,7 @@ class TinyModelConfig(Section):
     """Longest sequence (prompt + response) the model supports."""
     seed: int = 0
     """Seed of the random initialisation and of the tokenizer corpus shuffle."""
-    warm_start_steps: int = Field(240, ge=0)
+    warm_start_steps: int = Field(320, ge=0)
     """Supervised warm-start steps on well-formed AZR responses (0 disables the warm start)."""
     warm_start_lr: float = Field(5e-3, gt=0)
     """Learning rate of the warm start."""
@@ -67,7 +67,7 @@ class TinyModelConfig(Section):
     """CRUXEval JSONL for the tokenizer corpus and the warm start (relative = to the repo root);
     None = ../shared/data/cruxeval.jsonl beside the repo."""
     warm_start_max_seconds: float = Field(1200.0, gt=0)
-    """Safety cap on the warm start's wall clock (it takes ~2 min on 2 idle cores); a capped warm
+    """Safety cap on the warm start's wall clock (it takes ~3 min on 2 idle cores); a capped warm
     start is used for this run but not cached, so the next run trains it again in full."""
 
 
