@@ -106,14 +106,9 @@ def train(config: AZRConfig, resume: str | Path | None = None) -> dict[str, obje
                 started = time.perf_counter()
                 output = runner.run(step)
                 phases = dict(runner.timings)
-                if config.selfplay.mode == "async":
-                    if pending is not None:
-                        state.version = _finish_update(pending, rt, state, phases)
-                    pending = pool.submit(_update, rt, output, state.version)
-                else:
-                    pending = pool.submit(_update, rt, output, state.version)
-                    state.version = _finish_update(pending, rt, state, phases)
-                    pending = None
+                pending = schedule_update(
+                    config.selfplay.mode, pool, pending, rt, output, state, phases
+                )
                 state.step = step
                 record = _record(step, output, phases, state, time.perf_counter() - started)
                 if (
@@ -143,6 +138,30 @@ def train(config: AZRConfig, resume: str | Path | None = None) -> dict[str, obje
             signal.signal(signal.SIGINT, previous)
             metrics_log.close()
     return _summary(config, state, checkpoint, interrupted)
+
+
+def schedule_update(
+    mode: str,
+    pool: ThreadPoolExecutor,
+    pending: Future | None,
+    rt: Runtime,
+    output: StepOutput,
+    state: LoopState,
+    phases: dict,
+) -> Future | None:
+    """Schedule the learner update of one step; returns the update still in flight.
+
+    sync: update now, then sync the new weights. async: finish the previous step's update and
+    sync it, then start this step's update, which runs while the next step generates.
+    """
+    if mode == "async":
+        if pending is not None:
+            state.version = _finish_update(pending, rt, state, phases)
+        return pool.submit(_update, rt, output, state.version)
+    state.version = _finish_update(
+        pool.submit(_update, rt, output, state.version), rt, state, phases
+    )
+    return None
 
 
 def _update(rt: Runtime, output: StepOutput, learner_version: int) -> dict:

@@ -4,7 +4,7 @@ One `Runtime` (tiny config: real Ray, vLLM CPU rollout, process sandbox pool, bu
 FSDP2 learner over gloo) serves every measurement, so all ratios come from the same run:
 
 1. **Per-phase time** of sync-mode steps driven by the driver's own pieces
-   (`StepRunner.run`, `azr.driver._update/_finish_update/_record`): generation (propose +
+   (`StepRunner.run`, `azr.driver.schedule_update/_record`): generation (propose +
    solve rounds), execution, learner, weight sync, and driver overhead = step wall − the
    four. Target: driver overhead ≤ 5 % of step time.
 2. **Schedule**: the same step's work in the reference's nine sequential generation rounds
@@ -49,7 +49,7 @@ from tqdm import tqdm
 from weight_sync import memcpy_gbps  # same directory: the learner's sync-vs-memcpy baseline
 
 from azr.config import AZRConfig, SamplingConfig, load_config
-from azr.driver import LoopState, _finish_update, _record, _update
+from azr.driver import LoopState, _finish_update, _record, schedule_update
 from azr.prompts import solve_prompt
 from azr.runtime import Runtime, _local_cpus
 from azr.selfplay import (
@@ -180,14 +180,7 @@ class Bench:
                 started = time.perf_counter()
                 output = runner.run(step)
                 phases: dict[str, Any] = dict(runner.timings)
-                if mode == "async":
-                    if pending is not None:
-                        state.version = _finish_update(pending, rt, state, phases)
-                    pending = pool.submit(_update, rt, output, state.version)
-                else:
-                    pending = pool.submit(_update, rt, output, state.version)
-                    state.version = _finish_update(pending, rt, state, phases)
-                    pending = None
+                pending = schedule_update(mode, pool, pending, rt, output, state, phases)
                 records.append(_record(step, output, phases, state, time.perf_counter() - started))
             if pending is not None:  # not timed: the loop's last update drains after the run
                 state.version = _finish_update(pending, rt, state, {})

@@ -118,3 +118,14 @@ def executor(executor_config):  # -> Iterator[executor_pool.executor.SandboxExec
 
     with SandboxExecutor(executor_config) as started:
         yield started
+
+
+# ----------------------------------------------------------------------------- ray
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A private local Ray cluster per test module (never an engineer's or CI's running one)."""
+    import ray
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -136,14 +136,6 @@ def test_bad_samples_are_rejected_with_a_clear_error(change, message):
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    # address="local": always a private cluster, never an engineer's or CI's running one.
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     return str(build_tiny_qwen2(tmp_path_factory.mktemp("tiny_qwen2")))
 

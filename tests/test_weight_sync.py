@@ -34,14 +34,6 @@ def test_buckets_keep_order_and_respect_the_size():
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    # address="local": always a private cluster, never an engineer's or CI's running one.
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def tiny_model() -> str:
     # The shared tiny base (no warm start): a real byte-level BPE tokenizer that vLLM loads.
     config = ModelConfig(
