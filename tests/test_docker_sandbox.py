@@ -340,12 +340,11 @@ def test_test_image_is_labelled_with_its_input_hash(docker_image: str) -> None:
 @pytest.mark.slow
 def test_shipped_dockerfile_builds_an_equivalent_image(docker_image: str) -> None:
     """executor.Dockerfile on the debootstrap rootfs (no registry here) matches the test image."""
-    cache = Path(os.environ.get("AZR_DOCKER_CACHE", REPO_ROOT / ".scratch" / "docker"))
-    rootfs = sorted(cache.glob("rootfs-*.tar"))
-    assert rootfs, f"build_test_image.sh leaves its rootfs tarball in {cache}"
-    base = f"azr-executor-base:{rootfs[-1].stem.removeprefix('rootfs-')}"
-    if docker("image", "inspect", base).returncode != 0:
-        assert docker("import", str(rootfs[-1]), base).returncode == 0
+    base = docker(
+        "image", "inspect", "--format", '{{ index .Config.Labels "azr.base" }}', docker_image
+    ).stdout.strip()
+    assert base, "build_test_image.sh labels the test image with its base rootfs image"
+    assert docker("image", "inspect", base).returncode == 0, f"{base} (imported by the build)"
     tag = "azr-executor:dockerfile-test"
     context = subprocess.run(
         ["tar", "-c", "deploy/docker/executor.Dockerfile", "executor_pool/forkserver.py"],

@@ -83,6 +83,13 @@ if [[ ! -f "$rootfs_tar" ]]; then
     trap - EXIT
 fi
 
+# The bare rootfs as an image too: the base that executor.Dockerfile builds on here (its
+# python:3.11-slim base cannot be pulled), so the shipped Dockerfile is testable.
+base_tag="azr-executor-base:$SUITE-$rootfs_key"
+if ! docker image inspect "$base_tag" >/dev/null 2>&1; then
+    docker import "$rootfs_tar" "$base_tag" >/dev/null
+fi
+
 stage="$(mktemp -d "$CACHE_DIR/stage.XXXXXX")"
 trap 'rm -rf "$stage"' EXIT
 tar --numeric-owner -C "$stage" -xf "$rootfs_tar"
@@ -98,6 +105,7 @@ log "importing $IMAGE (inputs $inputs_hash)"
 tar --numeric-owner -C "$stage" -c . | docker import \
     --change "LABEL azr.inputs-hash=$inputs_hash" \
     --change "LABEL azr.image=executor-test" \
+    --change "LABEL azr.base=$base_tag" \
     --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     --change "ENV PYTHONDONTWRITEBYTECODE=1" \
     --change "USER $AZR_UID:$AZR_UID" \
