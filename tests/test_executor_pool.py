@@ -209,7 +209,7 @@ def test_backpressure_bounds_chunks_in_flight_per_actor(pool: ExecutorPool) -> N
 
 def test_killing_an_actor_mid_batch_returns_every_result_exactly_once(pool: ExecutorPool) -> None:
     before = pool.stats()
-    requests, expected = slow_requests(24, base=300_000)
+    requests, expected = slow_requests(24, base=3_000_000)
     running = pool.submit_validate(requests)
     wait_for(busy_member_on(pool, {head_id()}), 30, "a busy actor")
     victim = next(m for m in pool.members() if m.chunks_in_flight > 0 and m.state == "ready")
@@ -231,7 +231,7 @@ def test_removing_a_node_mid_batch_loses_no_program(
 ) -> None:
     doomed = worker_nodes.pop()
     before = pool.stats()
-    requests, expected = slow_requests(24, base=310_000)
+    requests, expected = slow_requests(24, base=3_100_000)
     running = pool.submit_validate(requests)
     wait_for(busy_member_on(pool, {doomed.node_id}), 30, "work on the doomed node")
     cluster.remove_node(doomed, allow_graceful=graceful)  # crashed: every process SIGKILLed
