@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,7 +32,8 @@ from azr.prompts import (
     render_chat,
     solve_prompt,
 )
-from azr.rewards import learnability, propose_reward, solve_reward
+from azr.rewards import propose_reward, solve_reward
+from azr.step_metrics import step_metrics, trr_metrics
 from azr.tasks import (
     Executor,
     InductionTask,
@@ -45,7 +46,7 @@ from azr.tasks import (
     ValidateRequest,
     ValidationResult,
 )
-from azr.trr import group_stats, summary_metrics, trr_advantages
+from azr.trr import trr_advantages
 
 Task = Triplet | InductionTask
 
@@ -379,17 +380,13 @@ class StepRunner:
             if t.token_ids
         ]
         metrics = step_metrics(proposals, solves, self.task_types)
-        groups = [(t.task, t.role) for t in trajectories]
         metrics.update(
-            {
-                f"trr/{k}": v
-                for k, v in summary_metrics(
-                    group_stats(groups, [t.reward for t in trajectories])
-                ).items()
-            }
+            trr_metrics(
+                [(t.task, t.role) for t in trajectories],
+                [t.reward for t in trajectories],
+                advantages,
+            )
         )
-        for (task, role), values in _by_group(groups, advantages).items():
-            metrics[f"trr/{task}/{role}/advantage_abs_mean"] = sum(map(abs, values)) / len(values)
         for task in self.task_types:
             fresh = [p.new_task for p in proposals if p.task == task and p.new_task is not None]
             if fresh:
@@ -405,13 +402,6 @@ class StepRunner:
         return self.finish(step, proposals, solves)
 
 
-def _by_group(groups: list[tuple[TaskType, Role]], values: list[float]) -> dict:
-    out: dict[tuple[TaskType, Role], list[float]] = defaultdict(list)
-    for key, value in zip(groups, values, strict=True):
-        out[key].append(value)
-    return out
-
-
 def _score_request(task: TaskType, item: Task, parsed: ParsedAnswer) -> ScoreRequest:
     if task == TaskType.INDUCTION:
         assert isinstance(item, InductionTask)
@@ -423,39 +413,3 @@ def _score_request(task: TaskType, item: Task, parsed: ParsedAnswer) -> ScoreReq
     return ScoreRequest(
         task=task, program=item.program, input=item.input, output=item.output, answer=answer or ""
     )
-
-
-def step_metrics(
-    proposals: list[Proposal], solves: list[Solve], task_types: Sequence[TaskType]
-) -> dict[str, float]:
-    """Per task type: proposal outcomes, valid rate, learnability, solve accuracy, rewards."""
-    metrics: dict[str, float] = {}
-    mean: Callable[[Sequence[float]], float] = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
-    for task in task_types:
-        mine = [p for p in proposals if p.task == task]
-        outcomes = Counter(_proposal_outcome(p) for p in mine)
-        for outcome, count in outcomes.items():
-            metrics[f"{task}/propose/outcome/{outcome}"] = float(count)
-        valid = [p for p in mine if p.new_task is not None]
-        metrics[f"{task}/propose/valid_rate"] = len(valid) / len(mine) if mine else 0.0
-        metrics[f"{task}/propose/learnability"] = mean(
-            [learnability(p.mc_accuracies, "paper") for p in valid if p.mc_accuracies]
-        )
-        metrics[f"{task}/propose/reward"] = mean([p.trajectory.reward for p in mine])
-        solved = [s for s in solves if s.task == task]
-        metrics[f"{task}/solve/accuracy"] = mean([s.accuracy for s in solved])
-        metrics[f"{task}/solve/format_ok"] = mean(
-            [0.0 if isinstance(s.parsed, FormatError) else 1.0 for s in solved]
-        )
-        metrics[f"{task}/solve/reward"] = mean([s.trajectory.reward for s in solved])
-        metrics[f"{task}/solve/count"] = float(len(solved))
-    return metrics
-
-
-def _proposal_outcome(proposal: Proposal) -> str:
-    if isinstance(proposal.parsed, FormatError):
-        return f"format_error:{proposal.parsed.reason}"
-    if proposal.validation is None or not proposal.validation.valid:
-        reason = proposal.validation.reason if proposal.validation else "unvalidated"
-        return f"invalid:{reason}"
-    return "valid"

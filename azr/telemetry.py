@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from ray.util.metrics import Counter, Gauge
 
-from azr.selfplay import StepOutput, _proposal_outcome
+from azr.selfplay import StepOutput
+from azr.step_metrics import proposal_outcome
 
 
 class StepTelemetry:
@@ -72,7 +73,7 @@ class StepTelemetry:
         if not self.enabled:
             return
         for proposal in output.proposals:
-            outcome, _, reason = _proposal_outcome(proposal).partition(":")
+            outcome, _, reason = proposal_outcome(proposal).partition(":")
             self.proposals.inc(
                 1, {"task_type": str(proposal.task), "outcome": outcome, "reason": reason or "none"}
             )
