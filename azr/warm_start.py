@@ -24,6 +24,7 @@ import math
 import random
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,8 @@ def split_cruxeval(records: list[dict[str, str]]) -> tuple[list[Triplet], list[T
 
 def _variants(input_text: str, count: int) -> list[str]:
     """`count` distinct inputs near a trusted CRUXEval input (type-preserving literal edits)."""
-    args = list(ast.literal_eval(f"({input_text},)"))
+    with _AST_LOCK:
+        args = list(ast.literal_eval(f"({input_text},)"))
     out = [input_text]
     for shift in range(1, 50):
         if len(out) >= count:
@@ -311,15 +313,22 @@ def program_is_valid_syntax(program: str | None) -> bool:
     if not program:
         return False
     try:
-        tree = ast.parse(program)
+        with _AST_LOCK:
+            tree = ast.parse(program)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
     return any(isinstance(n, ast.FunctionDef) and n.name == "f" for n in tree.body)
 
 
+# CPython 3.11's AST constructor is not thread-safe ("AST constructor recursion depth
+# mismatch" when two threads build the dataset at once): parse under one lock.
+_AST_LOCK = threading.Lock()
+
+
 def _literal(text: str) -> tuple[bool, object]:
     try:
-        return True, ast.literal_eval(text)
+        with _AST_LOCK:
+            return True, ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
         return False, None
 

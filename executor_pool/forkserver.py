@@ -515,6 +515,20 @@ def zygote_main(args: dict) -> None:
             job["uid"] = args["uids"][job["slot"]] if args["uids"] else None
             start(job)
 
+    def fork_when_possible() -> int:
+        """fork(), waiting out EAGAIN for up to a second: right after a fork bomb the process
+        table is still full of killed processes that only reaping frees (a container's pids
+        limit); failing the next, innocent jobs instead would make one bomb cost many."""
+        deadline = time.monotonic() + 1.0
+        while True:
+            try:
+                return os.fork()
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise
+                reap()
+                time.sleep(0.01)
+
     def start(job: dict) -> None:
         try:
             if isolation["chroot"]:
@@ -523,7 +537,7 @@ def zygote_main(args: dict) -> None:
                 os.mkdir(job["workdir"], 0o700)
             prepare_job(job)
             read_fd, write_fd = os.pipe()
-            pid = os.fork()
+            pid = fork_when_possible()
         except OSError as error:  # no directory, no fds, no processes: fail this job only
             results = [[f"crash:setup:{error.errno}", None]] + [["skipped", None]] * (
                 len(job["inputs"]) - 1
