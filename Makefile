@@ -7,7 +7,11 @@ STAMP := $(VENV)/.azr-setup
 TORCH_WHEEL_VERSION := 2.13.0
 SCRATCH := $(CURDIR)/.scratch
 export TMPDIR := $(SCRATCH)/tmp
-export RAY_TMPDIR := $(SCRATCH)/ray
+# Ray's Unix sockets live under RAY_TMPDIR (+ ~66 bytes: session_<date>_<pid>/sockets/...)
+# and AF_UNIX paths stop at 107 bytes: a deep checkout gets a short directory under /tmp.
+export RAY_TMPDIR := $(shell d='$(SCRATCH)/ray'; \
+	if [ $${#d} -le 40 ]; then echo "$$d"; \
+	else echo "/tmp/azr-ray-$$(echo '$(CURDIR)' | md5sum | cut -c1-8)"; fi)
 export VLLM_CACHE_ROOT := $(SCRATCH)/vllm
 
 .PHONY: setup run test lint format bench clean

@@ -48,6 +48,10 @@ HEAD_START_TIMEOUT_S = 120
 JOB_TIMEOUT_S = 300
 SCRAPE_WAIT_S = 60
 AGENT_WAIT_S = 90
+AF_UNIX_PATH_MAX = 107  # sun_path holds 108 bytes, the last a NUL
+SOCKET_PATH_TAIL = (
+    "/obs-XXXXXXXX/ray/session_2026-11-25_20-45-12_345678_4194304/sockets/plasma_store"
+)
 
 
 def load_dashboard_builder():
@@ -177,7 +181,9 @@ class RayHead:
 
     def _alive(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
-            pytest.fail(f"ray start exited with {self.process.returncode}: see {self.temp_dir}")
+            log = self.temp_dir.parent / f"{self.temp_dir.name}-head.log"
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            pytest.fail(f"ray start exited with {self.process.returncode} ({log}):\n{tail}")
         return True
 
     def stop(self) -> None:
@@ -261,8 +267,12 @@ def render_prometheus_config(discovery_file: Path, out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
-    # Short: Ray's socket paths (<temp dir>/session_.../sockets/...) must stay < 108 bytes.
     base = Path(os.environ.get("RAY_TMPDIR") or REPO_ROOT / ".scratch" / "ray")
+    # Ray's socket paths (<dir>/obs-XXXXXXXX/ray/session_<date>_<pid>/sockets/plasma_store)
+    # must fit AF_UNIX's 107 bytes; a deep checkout (CI clones under /check/...) leaves too
+    # little room under .scratch, so the head's directory moves to /tmp there.
+    if len(str(base)) + len(SOCKET_PATH_TAIL) > AF_UNIX_PATH_MAX:
+        base = Path("/tmp/azr-obs")
     base.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix="obs-", dir=base))
     yield path
