@@ -3,7 +3,7 @@
 CPU (the vLLM CPU build): the engine runs in the actor's own process
 (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), eager mode, an explicit KV-cache size, and the actor's
 OpenMP/torch threads pinned to its own cores. GPU: the same engine with tensor parallelism from
-the config (unverified here: this machine has no GPU).
+the config (unverified: vLLM's GPU build could not be carried to the one GPU we were lent).
 
 Weights are updated in place, never by restarting the engine: the buckets of a full HF state
 dict go through the worker extension's ``reload_weights``, then the prefix cache is reset (cached

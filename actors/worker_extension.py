@@ -7,8 +7,9 @@ checkpoint-format (HF-named) tensors in place — fused layers (qkv, gate_up) ar
 layer, so one reload must see every shard of a fused layer: callers pass the whole state dict in
 one call (a lazily resolved iterator over its buckets).
 GPU: the learner's rank 0 broadcasts each tensor over a dedicated NCCL group (vLLM's
-StatelessProcessGroup + PyNcclCommunicator); the worker receives and reloads them. The GPU path
-cannot run on this CPU-only machine and is unverified.
+StatelessProcessGroup + PyNcclCommunicator); the worker receives and reloads them. This
+receiving side is unverified (it needs vLLM's GPU build and a second GPU; the learner's sending
+side is verified by tests/test_learner_gpu.py).
 """
 
 from __future__ import annotations

@@ -184,7 +184,8 @@ class LearnerGroup:
         through the object store, see `learner.shard_sync`, or a gloo gather as fallback),
         splits them into buckets of ``config.sync_bucket_mb`` MiB and ``ray.put``s each; the
         rollout group loads them in place (no engine restart). GPU: NCCL broadcast into the
-        vLLM workers (`learner.nccl_sync`, unverified here). ``version`` must exceed the last one sent (ValueError).
+        vLLM workers (`learner.nccl_sync`; its vLLM side is unverified). ``version`` must
+        exceed the last one sent (ValueError).
         Returns seconds, bytes, gbps, buckets, version, gather_s and put_s (rank 0's gather
         and ``ray.put`` time, CPU path) and the rollout group's own answer under ``rollout``.
         """
@@ -228,7 +229,7 @@ class LearnerGroup:
         return refs, total, {**timings, "gather_s": timings["gather_s"] + published}
 
     def _sync_nccl(self, rollout_group: Any, version: int) -> tuple[int, int, Any]:
-        """GPU path (unverified here): NCCL broadcast into the vLLM workers, see
+        """GPU path (vLLM side unverified): NCCL broadcast into the vLLM workers, see
         `learner.nccl_sync` for the group layout. Uses the rollout group's ``actors`` and
         their ``init_weight_group_nccl`` / ``receive_weights_nccl`` (actors/rollout.py)."""
         actors = rollout_group.actors

@@ -1,7 +1,9 @@
 """GPU weight sync: NCCL broadcast from learner rank 0 straight into the vLLM workers.
 
-UNVERIFIED HERE (no GPU in this workplace). Written against vLLM 0.32's documented
-``StatelessProcessGroup`` + ``PyNcclCommunicator`` (the same pair vLLM's RLHF example and its
+Verified on one GPU (H200, tests/test_learner_gpu.py): the sending side — metas and the
+full-parameter gather on an FSDP2 NCCL rank, in meta order, values equal to the checkpointed
+fp32 weights. The receiving side (vLLM's GPU build, a second device) is unverified. Written
+against vLLM 0.32's documented ``StatelessProcessGroup`` + ``PyNcclCommunicator`` (the same pair vLLM's RLHF example and its
 NCCL weight-transfer backend use), matching the receiving side in
 ``actors/worker_extension.py`` (``azr_init_weight_group`` / ``azr_receive_weights``):
 
@@ -13,7 +15,8 @@ NCCL weight-transfer backend use), matching the receiving side in
   FSDP all-gather (a collective of the learner ranks), and rank 0 broadcasts the result.
   vLLM loads each tensor with ``load_weights`` in place — no engine restart.
 
-The CPU path (``LearnerWorker.weight_buckets`` through the Ray object store) is the verified one.
+The CPU path (``LearnerWorker.weight_buckets`` through the Ray object store) is verified end to
+end, vLLM included.
 """
 
 from __future__ import annotations

@@ -265,7 +265,7 @@ class LearnerWorker:
         return refs, total, {"gather_s": gather_s, "put_s": time.perf_counter() - start}
 
     def nccl_connect(self, master_address: str, master_port: int, world_size: int) -> None:
-        """GPU: join the weight-broadcast NCCL group (see `learner.nccl_sync`, unverified)."""
+        """GPU: join the weight-broadcast NCCL group (see `learner.nccl_sync`)."""
         self.nccl = NCCLWeightSender(self.rank)
         self.nccl.connect(master_address, master_port, world_size)
 
