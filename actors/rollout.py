@@ -240,7 +240,7 @@ class RolloutEngine:
     def init_weight_group_nccl(
         self, master_address: str, master_port: int, rank_offset: int, world_size: int
     ) -> None:
-        """GPU: join the learner's weight-broadcast NCCL group (unverified on this machine)."""
+        """GPU: join the learner's weight-broadcast NCCL group (vLLM side unverified)."""
         self.llm.collective_rpc(
             "azr_init_weight_group", args=(master_address, master_port, rank_offset, world_size)
         )
