@@ -6,9 +6,12 @@ programs/s and p50/p99 latency. In the same run it measures the *bare baseline*:
 process that receives (program, input) over a ``multiprocessing.Pipe``, execs the program and
 calls ``f`` twice on freshly parsed inputs - no isolation, one program at a time - and prints our
 throughput as a ratio of it. Targets: process backend (2 slots) >= 0.30x bare (stretch 0.40x);
-docker >= 0.8x process.
+docker >= 0.8x process. The container gets ``--cpus`` = slots unless ``--docker-cpus`` says
+otherwise (ExecutorConfig's default of 1.0 would cap it at one core while the process backend
+uses two). On a shared machine timings are noisy: ``--repeat N`` runs N rounds (each with its
+own bare baseline) and prints the median ratios.
 
-    .venv/bin/python benchmarks/executor_throughput.py [--slots 2] [--repeat 1]
+    .venv/bin/python benchmarks/executor_throughput.py [--slots 2] [--repeat 3] [--docker-cpus 2]
 """
 
 from __future__ import annotations
@@ -87,13 +90,22 @@ def _process_tree(pid: int) -> list[int]:
     return [pid, *map(int, children)]
 
 
-def sandbox_run(backend: str, rows: list[dict], slots: int) -> tuple[float, dict, int, float]:
+def sandbox_run(
+    backend: str, rows: list[dict], slots: int, docker_cpus: float | None = None
+) -> tuple[float, dict, int, float]:
     """Programs/s, executor stats, valid results and CPU ms per validation for one backend.
 
     CPU is counted on the host only for the process backend (this process with its threads,
     the fork-server front, both zygotes and every reaped program process); NaN for docker.
+    ``docker_cpus`` is the container's ``--cpus`` (default: one CPU per slot, as the process
+    backend is not capped either; ExecutorConfig's own default is 1.0).
     """
-    config = ExecutorConfig(backend=backend, slots=slots, timeout_s=5.0)  # type: ignore[arg-type]
+    config = ExecutorConfig(
+        backend=backend,  # type: ignore[arg-type]
+        slots=slots,
+        timeout_s=5.0,
+        docker_cpus=float(slots) if docker_cpus is None else docker_cpus,
+    )
     requests = [ValidateRequest(program=row["code"], inputs=(row["input"],)) for row in rows]
     with SandboxExecutor(config) as executor:
         executor.validate_many(requests[:20])  # warm-up (and docker start)
@@ -114,11 +126,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slots", type=int, default=2, help="parallel slots (workers)")
     parser.add_argument("--backends", default="process,docker")
+    parser.add_argument(
+        "--docker-cpus", type=float, default=None, help="container --cpus (default: --slots)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds (bare, then each backend); medians at the end"
+    )
     args = parser.parse_args()
-    print("load average: " + " ".join(f"{load:.2f}" for load in os.getloadavg()))
     rows = [json.loads(line) for line in DATA.read_text().splitlines()]
     literal_rows = [row for row in rows if _is_literal_input(row["input"])]
+    ratios: dict[str, list[float]] = {}
+    docker_vs_process = []
+    for round_ in range(args.repeat):
+        if args.repeat > 1:
+            print(f"-- round {round_ + 1} of {args.repeat}")
+        print("load average: " + " ".join(f"{load:.2f}" for load in os.getloadavg()))
+        rates = _one_round(args, rows, literal_rows, ratios)
+        if "process" in rates and "docker" in rates:
+            docker_vs_process.append(rates["docker"] / rates["process"])
+            cpus = float(args.slots) if args.docker_cpus is None else args.docker_cpus
+            print(f"docker / process: {docker_vs_process[-1]:.3f}x  (docker --cpus {cpus:g})")
+    if args.repeat > 1:
+        for backend, values in ratios.items():
+            print(
+                f"median ratio vs bare, {backend}: {statistics.median(values):.3f}x"
+                f"  (rounds: {', '.join(f'{value:.3f}' for value in values)})"
+            )
+        if docker_vs_process:
+            print(f"median docker / process: {statistics.median(docker_vs_process):.3f}x")
 
+
+def _one_round(
+    args: argparse.Namespace,
+    rows: list[dict],
+    literal_rows: list[dict],
+    ratios: dict[str, list[float]],
+) -> dict[str, float]:
+    """One bare baseline and one run per backend, printed; returns programs/s per backend."""
     bare_rate, bare_latencies, bare_cpu_ms = bare_baseline(literal_rows)
     q = statistics.quantiles(bare_latencies, n=100)
     print(
@@ -128,19 +172,19 @@ def main() -> None:
     rates = {}
     for backend in args.backends.split(","):
         try:
-            rate, stats, valid, cpu_ms = sandbox_run(backend, rows, args.slots)
+            rate, stats, valid, cpu_ms = sandbox_run(backend, rows, args.slots, args.docker_cpus)
         except Exception as error:  # noqa: BLE001 - an unavailable backend is reported, not fatal
             print(f"{backend:<14}: unavailable ({type(error).__name__}: {error})"[:300])
             continue
         rates[backend] = rate
+        ratios.setdefault(backend, []).append(rate / bare_rate)
         latency = stats["latency_s"]
         print(
             f"{backend + ' sandbox':<14}: {rate:8.1f} programs/s  p50 {latency['p50'] * 1e3:.2f} ms"
             f"  p99 {latency['p99'] * 1e3:.2f} ms  ({args.slots} slots, {valid} valid of {len(rows)})"
             f"  ratio vs bare {rate / bare_rate:.3f}x  CPU {cpu_ms:.2f} ms/validation"
         )
-    if "process" in rates and "docker" in rates:
-        print(f"docker / process: {rates['docker'] / rates['process']:.3f}x")
+    return rates
 
 
 def _is_literal_input(text: str) -> bool:

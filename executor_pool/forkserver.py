@@ -229,7 +229,13 @@ def prepare_job(job: dict) -> None:
 
 
 def _run_program(job: dict, out_fd: int) -> None:
-    """Execute a prepared job in this (already sandboxed) process; one JSON line per input."""
+    """Execute a prepared job in this (already sandboxed) process; one JSON line per input.
+
+    Between two calls of one input a progress line restarts the zygote's per-call clock; the
+    result line (itself progress) follows the last call at once, and the last one carries the
+    end line in the same write: each write may wake the zygote, and its every wake-up costs
+    copy-on-write faults.
+    """
     # The real builtins module, not a copy: copying touches (and so copies) many shared pages.
     # A program that patches builtins only fools itself: the host re-checks what comes back.
     namespace = {"__name__": "__azr__", "__builtins__": builtins}
@@ -243,6 +249,7 @@ def _run_program(job: dict, out_fd: int) -> None:
             load_error = "memory"
         except BaseException as error:  # any exception, SystemExit and KeyboardInterrupt too
             load_error = "exception:" + _type_name(error)
+    last = len(job["args"]) - 1
     for index, copies in enumerate(job["args"]):
         status, shown = "ok", None
         try:
@@ -252,8 +259,9 @@ def _run_program(job: dict, out_fd: int) -> None:
                 raise _Failed("non_literal_input")
             seen = []
             for args in copies:
+                if seen:
+                    _write_all(out_fd, b'{"p": 1}\n')  # progress: the next call's clock starts
                 seen.append(canonical_repr(entry(*args), limit))
-                _write_all(out_fd, b'{"p": 1}\n')  # progress: the zygote restarts the call clock
             if any(other != seen[0] for other in seen):
                 raise _Failed("nondeterministic")
             shown = seen[0]
@@ -269,10 +277,11 @@ def _run_program(job: dict, out_fd: int) -> None:
             status = "exception:" + _type_name(error)
         value = "null" if shown is None else _json_string(shown)
         line = f'{{"i": {index}, "s": {_json_string(status)}, "v": {value}}}\n'
+        if index == last or (status != "ok" and not keep_going):
+            _write_all(out_fd, line.encode() + b'{"end": 1}\n')
+            return
         _write_all(out_fd, line.encode())
-        if status != "ok" and not keep_going:
-            break
-    _write_all(out_fd, b'{"end": 1}\n')
+    _write_all(out_fd, b'{"end": 1}\n')  # no inputs
 
 
 class _Failed(Exception):
@@ -280,7 +289,13 @@ class _Failed(Exception):
 
 
 def _child_main(job: dict, out_fd: int, isolation: dict, devnull: int) -> None:
-    """Body of a forked child: isolate, run, exit. Never returns."""
+    """Body of a forked child: isolate, run, exit. Never returns.
+
+    Every page this process writes is a copy-on-write fault (under nested virtualization
+    they dominate the cost of a run), so the setup only makes system calls with arguments the
+    zygote prepared: the rlimits in ``job["limits"]``; no new privileges, an empty environment
+    and the network namespace are inherited from the zygote.
+    """
     code = 0
     try:
         os.setsid()
@@ -289,33 +304,24 @@ def _child_main(job: dict, out_fd: int, isolation: dict, devnull: int) -> None:
         if out_fd != 3:
             os.dup2(out_fd, 3)
         os.closerange(4, 65536)
-        uid, workdir = job.get("uid"), job["workdir"]
-        if _LIBC is not None:
-            _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the zygote
-        calls = max(1, len(job["inputs"])) * job["repeat"]
-        cpu = int(job["timeout"] * calls) + 2
-        limits = {
-            "RLIMIT_AS": job["memory_mb"] << 20,
-            "RLIMIT_CPU": cpu,
-            "RLIMIT_FSIZE": 1 << 20,
-            "RLIMIT_NOFILE": 16,
-            "RLIMIT_CORE": 0,
-        }
-        if uid is not None:
-            limits["RLIMIT_NPROC"] = 8  # per real uid: counts only this slot's processes
-        for name, value in limits.items():
-            _RESOURCE.setrlimit(getattr(_RESOURCE, name), (value, value))
+        setrlimit = _RESOURCE.setrlimit
+        for which, value in job["limits"]:
+            setrlimit(which, (value, value))
         if isolation["chroot"]:
-            os.chroot(workdir)
+            os.chroot(job["workdir"])
             os.chdir("/")
         else:
-            os.chdir(workdir)
-        _LIBC.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: no setuid binary can raise it again
+            os.chdir(job["workdir"])
+        uid = job["uid"]
         if uid is not None:
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
-        os.environ.clear()
+        # After the uid change, which clears the parent-death signal: die with the zygote
+        # (and do not run at all if it already died).
+        _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != job["zygote_pid"]:
+            raise OSError("zygote gone")
     except BaseException:
         os._exit(71)  # the zygote reports crash:setup; never run without the sandbox
     try:
@@ -323,6 +329,21 @@ def _child_main(job: dict, out_fd: int, isolation: dict, devnull: int) -> None:
     except BaseException:
         code = 72
     os._exit(code)
+
+
+def _child_limits(job: dict) -> list[tuple[int, int]]:
+    """The rlimits of a job's child as (resource, value) pairs, soft = hard."""
+    calls = max(1, len(job["inputs"])) * job["repeat"]
+    limits = [
+        (_RESOURCE.RLIMIT_AS, job["memory_mb"] << 20),
+        (_RESOURCE.RLIMIT_CPU, int(job["timeout"] * calls) + 2),
+        (_RESOURCE.RLIMIT_FSIZE, 1 << 20),
+        (_RESOURCE.RLIMIT_NOFILE, 16),
+        (_RESOURCE.RLIMIT_CORE, 0),
+    ]
+    if job["uid"] is not None:
+        limits.append((_RESOURCE.RLIMIT_NPROC, 8))  # per real uid: only this slot's processes
+    return limits
 
 
 # ----------------------------------------------------------------------------- zygote
@@ -354,15 +375,9 @@ def _kill_all_of(uid: int) -> None:
 def _orphans_of_uid(uid: int, own: set[int]) -> list[int]:
     """Our direct children, other than the run children in ``own``, whose real uid is ``uid``
     (zombies included)."""
-    try:
-        with open(f"/proc/self/task/{os.getpid()}/children") as listing:
-            pids = [int(pid) for pid in listing.read().split()]
-    except OSError:
-        return []
+    pids = [pid for pid in _children() if pid not in own]
     found = []
     for pid in pids:
-        if pid in own:
-            continue
         try:
             with open(f"/proc/{pid}/status") as status:
                 uid_line = next(line for line in status if line.startswith("Uid:"))
@@ -371,6 +386,21 @@ def _orphans_of_uid(uid: int, own: set[int]) -> list[int]:
         if int(uid_line.split()[1]) == uid:
             found.append(pid)
     return found
+
+
+def _children() -> list[int]:
+    """Pids of this process's direct children (raw reads: this runs after every program)."""
+    try:
+        fd = os.open(f"/proc/self/task/{os.getpid()}/children", os.O_RDONLY)
+    except OSError:
+        return []
+    try:
+        data = b""
+        while chunk := os.read(fd, 65536):
+            data += chunk
+    finally:
+        os.close(fd)
+    return [int(pid) for pid in data.split()]
 
 
 def _sweep_uid(uid: int | None, own: set[int], reap: object) -> None:
@@ -447,6 +477,11 @@ def zygote_main(args: dict) -> None:
     _LIBC = ctypes.CDLL(None, use_errno=True)
     _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)  # die with the front
     _LIBC.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of programs come back to us
+    # PR_SET_NO_NEW_PRIVS, inherited by every child: no setuid binary can raise a program's
+    # privileges again (the zygote itself never execs).
+    if _LIBC.prctl(38, 1, 0, 0, 0) != 0:
+        sys.exit("zygote: PR_SET_NO_NEW_PRIVS failed")
+    os.environ.clear()  # children inherit an empty environment (the hash seed is in use)
     for name in args["preload"].split(","):
         if name:
             __import__(name)
@@ -474,6 +509,7 @@ def zygote_main(args: dict) -> None:
         os.chmod(chroot_dir, 0o555)  # the umask must not matter
     live_pids: set[int] = set()
     exit_statuses: dict[int, int] = {}
+    zygote_pid = os.getpid()
 
     def reap() -> None:
         """Collect every exited child (orphans come to us as their subreaper), keeping the
@@ -498,10 +534,10 @@ def zygote_main(args: dict) -> None:
     )
     out.flush()
 
-    selector = selectors.DefaultSelector()
+    poller = select.epoll()  # plain epoll: no per-event objects in the hot loop
     stdin = _LineReader(0, 1 << 62)
-    selector.register(0, selectors.EVENT_READ, None)
-    runs: dict[int, _Run] = {}
+    poller.register(0, select.EPOLLIN)
+    runs: dict[int, _Run] = {}  # by the read end of the run's result pipe
     # The zygote owns its slots: jobs queue here and the next one forks the moment a child is
     # reaped, without a round trip through the front and the host (under load every hop waits
     # for a CPU). A slot (and its uid) is reused only after ``finish`` swept its uid.
@@ -513,6 +549,8 @@ def zygote_main(args: dict) -> None:
             job = queued.popleft()
             job["slot"] = free_slots.pop()
             job["uid"] = args["uids"][job["slot"]] if args["uids"] else None
+            job["zygote_pid"] = zygote_pid
+            job["limits"] = _child_limits(job)
             start(job)
 
     def fork_when_possible() -> int:
@@ -558,11 +596,11 @@ def zygote_main(args: dict) -> None:
         cap = 256 * len(job["inputs"]) + job["max_output_chars"] * len(job["inputs"]) * 2 + 4096
         run = _Run(job, pid, _LineReader(read_fd, cap), time.monotonic())
         runs[read_fd] = run
-        selector.register(read_fd, selectors.EVENT_READ, run)
+        poller.register(read_fd, select.EPOLLIN)
 
     def finish(run: _Run) -> None:
         fd = run.reader.fd
-        selector.unregister(fd)
+        poller.unregister(fd)
         os.close(fd)
         del runs[fd]
         # Always kill: an "end" line may be forged by a program that then keeps running.
@@ -605,15 +643,17 @@ def zygote_main(args: dict) -> None:
         reap()  # orphans that died since the last sweep (they count against RLIMIT_NPROC)
         now = time.monotonic()
         wait = min((r.deadline for r in runs.values()), default=now + 3600) - now
-        for key, _ in selector.select(max(0.0, wait)):
-            run = key.data
-            if run is None:
+        for fd, _ in poller.poll(max(0.0, wait)):
+            if fd == 0:
                 queued.extend(json.loads(line) for line in stdin.read_lines())
                 if stdin.eof:
                     for leftover in list(runs.values()):
                         leftover.status_if_killed = "crash:shutdown"
                         finish(leftover)
                     return
+                continue
+            run = runs.get(fd)
+            if run is None:  # finished earlier in this batch
                 continue
             # Lines stay bytes while the child lives: every page the zygote writes now is a
             # copy-on-write fault (the child shares it); they are parsed after it is reaped.
