@@ -4,6 +4,10 @@ STDLIB ONLY: this file runs on the host (process backend) and inside the executo
 (docker backend, Debian's python3, no azr package). Start it with a minimal interpreter, e.g.
 ``python3 -s -S -P forkserver.py --slots 4`` and an (almost) empty environment.
 
+This file is the process machinery (protocol, zygotes, the child's sandbox, timeouts, killing);
+what a child runs - parse the inputs, call ``f``, render the outputs, report - is the sibling
+``program_runner.py``, which must sit in the same directory (it is imported from there).
+
 Processes
     front      this script without ``--zygote``: speaks the wire protocol on stdin/stdout,
                starts two warm *zygotes* with different PYTHONHASHSEEDs, forwards each
@@ -37,7 +41,7 @@ Wire protocol (newline-delimited JSON, UTF-8, one object per line)
     ``validate`` runs A (two calls per input) and B (one call); ``run`` runs one child, one call
     per input (scoring), stopping at the first failure unless ``keep_going``. ``timeout`` is per
     call. The request STATUS is the first non-"ok" per-input status, else "ok". REPR is the
-    canonical repr of the output (see ``canonical_repr``). Per-input STATUS values: ok,
+    canonical repr of the output (see ``program_runner.canonical_repr``). Per-input STATUS values: ok,
     timeout, memory, exception:<Type>, nondeterministic, output_too_large, non_literal_output,
     non_literal_input, no_entry, crash:<how>, skipped (not run after an earlier failure);
     request-level only: bad_request. Nothing but these small JSON messages crosses back.
@@ -45,22 +49,45 @@ Wire protocol (newline-delimited JSON, UTF-8, one object per line)
 
 from __future__ import annotations
 
-import ast
 import builtins
 import collections
 import contextlib
 import gc
 import json
-import math
 import os
 import select
 import selectors
 import signal
 import sys
-from json.encoder import encode_basestring_ascii as _json_string
+from types import ModuleType  # already imported by json (no start-up cost)
 
+
+def _import_program_runner() -> ModuleType:
+    """The sibling ``program_runner.py``, which runs one program in a child.
+
+    Imported with the ``executor_pool`` package on the host (``executor_pool.forkserver``);
+    run as a script (``-P``: the script's directory is not on ``sys.path``) from this file's
+    own directory, which is on ``sys.path`` only for this import: nothing else, and no
+    program, imports from it; nor is the module left in ``sys.modules`` under a name a program
+    could import. The zygotes run this at start-up, before they fork.
+    """
+    if __package__:
+        from executor_pool import program_runner
+
+        return program_runner
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.append(here)
+    try:
+        import program_runner
+    finally:
+        if sys.path and sys.path[-1] == here:
+            del sys.path[-1]
+        sys.modules.pop("program_runner", None)
+    return program_runner
+
+
+_runner = _import_program_runner()
 PROTOCOL_VERSION = 1
-PLAIN_SCALARS = (type(None), bool, int, float, complex, str, bytes)
 # Common pure modules imported before forking: the child runs chrooted in an empty directory,
 # so these are the only modules a program can import (and importing them costs nothing).
 DEFAULT_PRELOAD = (
@@ -70,224 +97,12 @@ DEFAULT_PRELOAD = (
     "encodings.unicode_escape,encodings.raw_unicode_escape,encodings.cp1252,encodings.idna,"
     "encodings.utf_8_sig,encodings.shift_jis,encodings.cp437,encodings.hex_codec,encodings.rot_13"
 )
-
-
-# ----------------------------------------------------------------------------- literals
-class OutputTooLarge(Exception):
-    """The canonical repr would exceed the size cap."""
-
-
-class NonLiteral(Exception):
-    """The value is not a plain literal (custom object, function, NaN, cycle ...)."""
-
-
-def canonical_repr(value: object, max_chars: int) -> str:
-    """Repr of a plain literal, equal for equal values under any hash seed.
-
-    Sets and frozensets list their elements sorted by canonical repr; only exact builtin types
-    qualify (subclasses may override ``__eq__``/``__repr__``), floats must be finite.
-    """
-    parts: list[str] = []
-    budget = [max_chars]
-    _render(value, parts, budget, set())
-    return "".join(parts)
-
-
-def _emit(text: str, parts: list[str], budget: list[int]) -> None:
-    budget[0] -= len(text)
-    if budget[0] < 0:
-        raise OutputTooLarge
-    parts.append(text)
-
-
-def _render(value: object, parts: list[str], budget: list[int], active: set[int]) -> None:
-    kind = type(value)
-    if kind is int and value.bit_length() > budget[0] * 4:  # > budget decimal digits
-        raise OutputTooLarge
-    if kind is float and not math.isfinite(value):
-        raise NonLiteral("float")
-    if kind is complex and not (math.isfinite(value.real) and math.isfinite(value.imag)):
-        raise NonLiteral("complex")
-    if kind in (str, bytes) and len(value) + 2 > budget[0]:
-        raise OutputTooLarge  # before repr(): a 100 MB string must not be copied again
-    if kind in PLAIN_SCALARS:
-        _emit(repr(value), parts, budget)
-        return
-    if kind not in (list, tuple, dict, set, frozenset):
-        raise NonLiteral(kind.__name__ if isinstance(kind.__name__, str) else "object")
-    if id(value) in active:
-        raise NonLiteral("cycle")
-    active.add(id(value))
-    if kind is dict:
-        _emit("{", parts, budget)
-        for n, (key, item) in enumerate(value.items()):
-            _emit(", " if n else "", parts, budget)
-            _render(key, parts, budget, active)
-            _emit(": ", parts, budget)
-            _render(item, parts, budget, active)
-        _emit("}", parts, budget)
-    elif kind in (set, frozenset):
-        items = sorted(canonical_repr(item, budget[0]) for item in value)
-        if not items:
-            _emit("set()" if kind is set else "frozenset()", parts, budget)
-        else:
-            body = "{" + ", ".join(items) + "}"
-            _emit(body if kind is set else "frozenset(" + body + ")", parts, budget)
-    else:
-        opening, closing = ("[", "]") if kind is list else ("(", ")")
-        _emit(opening, parts, budget)
-        for n, item in enumerate(value):
-            _emit(", " if n else "", parts, budget)
-            _render(item, parts, budget, active)
-        _emit("," + closing if kind is tuple and len(value) == 1 else closing, parts, budget)
-    active.discard(id(value))
-
-
-def literal_value(node: ast.AST) -> object:
-    """Value of a literal expression node: ``ast.literal_eval``'s rules plus ``set()`` and
-    ``frozenset(<literal>)`` (which canonical reprs contain); no ``...``, no other calls."""
-    if isinstance(node, ast.Constant):
-        if type(node.value) not in PLAIN_SCALARS:
-            raise ValueError("not a plain literal")
-        return node.value
-    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
-        items = [literal_value(item) for item in node.elts]
-        return (
-            tuple(items)
-            if isinstance(node, ast.Tuple)
-            else (items if isinstance(node, ast.List) else set(items))
-        )
-    if isinstance(node, ast.Dict):
-        if any(key is None for key in node.keys):
-            raise ValueError("dict unpacking")
-        return {
-            literal_value(k): literal_value(v) for k, v in zip(node.keys, node.values, strict=True)
-        }  # type: ignore[arg-type]
-    if (
-        isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Name)
-        and node.func.id in ("set", "frozenset")
-        and not node.keywords
-        and len(node.args) <= 1
-        and not any(isinstance(arg, ast.Starred) for arg in node.args)
-    ):
-        maker = set if node.func.id == "set" else frozenset
-        return maker(literal_value(node.args[0])) if node.args else maker()
-    if isinstance(node, (ast.UnaryOp, ast.BinOp)):
-        return ast.literal_eval(node)  # signed numbers and complex literals, nothing else
-    raise ValueError(f"not a literal: {type(node).__name__}")
-
-
-def parse_literal(text: str) -> object:
-    """Parse one literal value from text (raises ValueError/SyntaxError/RecursionError...)."""
-    return literal_value(ast.parse(text.strip(), mode="eval").body)
-
-
-def parse_arguments(text: str) -> tuple:
-    """Parse an argument list ``"1, [2], 'a',"`` as ``f(<text>)``: positional literals only."""
-    call = ast.parse("f(" + text + "\n)", mode="eval").body
-    if not isinstance(call, ast.Call) or call.keywords:
-        raise ValueError("not a positional argument list")
-    if any(isinstance(arg, ast.Starred) for arg in call.args):
-        raise ValueError("starred argument")
-    return tuple(literal_value(arg) for arg in call.args)
+# The child's protocol lines without their newline, as the zygote's line reader splits them.
+_PROGRESS_LINE = _runner.PROGRESS_LINE.rstrip(b"\n")
+_END_LINE = _runner.END_LINE.rstrip(b"\n")
 
 
 # ----------------------------------------------------------------------------- child
-def _type_name(error: BaseException) -> str:
-    """Exception type name that a hostile metaclass cannot spoof; identifier chars only."""
-    name = type.__dict__["__name__"].__get__(type(error))
-    clean = "".join(ch for ch in str(name)[:64] if ch.isalnum() or ch == "_")
-    return clean or "Exception"
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    while data:
-        data = data[os.write(fd, data) :]
-
-
-def prepare_job(job: dict) -> None:
-    """Compile the program and parse every input (one fresh copy per call) before forking.
-
-    Parsing and compiling are pure (nothing of the program runs); done in the warm zygote, the
-    child starts with its code object and argument tuples ready and copies far fewer pages.
-    Each call still gets its own freshly parsed arguments (``f`` may mutate them).
-    """
-    job["load_error"] = None
-    try:
-        job["code"] = compile(job["program"], "<program>", "exec")
-    except MemoryError:
-        job["code"], job["load_error"] = None, "memory"
-    except BaseException as error:  # SyntaxError, RecursionError, ValueError (NUL bytes) ...
-        job["code"], job["load_error"] = None, "exception:" + _type_name(error)
-    job["args"] = []
-    for text in job["inputs"]:
-        try:
-            job["args"].append([parse_arguments(text) for _ in range(job["repeat"])])
-        except Exception:
-            job["args"].append(None)  # the child reports non_literal_input for this input
-
-
-def _run_program(job: dict, out_fd: int) -> None:
-    """Execute a prepared job in this (already sandboxed) process; one JSON line per input.
-
-    Between two calls of one input a progress line restarts the zygote's per-call clock; the
-    result line (itself progress) follows the last call at once, and the last one carries the
-    end line in the same write: each write may wake the zygote, and its every wake-up costs
-    copy-on-write faults.
-    """
-    # The real builtins module, not a copy: copying touches (and so copies) many shared pages.
-    # A program that patches builtins only fools itself: the host re-checks what comes back.
-    namespace = {"__name__": "__azr__", "__builtins__": builtins}
-    limit, keep_going, load_error = job["max_output_chars"], job["keep_going"], job["load_error"]
-    if load_error is None:
-        try:
-            exec(job["code"], namespace)
-            entry = namespace.get("f")
-            load_error = None if callable(entry) else "no_entry"
-        except MemoryError:
-            load_error = "memory"
-        except BaseException as error:  # any exception, SystemExit and KeyboardInterrupt too
-            load_error = "exception:" + _type_name(error)
-    last = len(job["args"]) - 1
-    for index, copies in enumerate(job["args"]):
-        status, shown = "ok", None
-        try:
-            if load_error:
-                raise _Failed(load_error)
-            if copies is None:
-                raise _Failed("non_literal_input")
-            seen = []
-            for args in copies:
-                if seen:
-                    _write_all(out_fd, b'{"p": 1}\n')  # progress: the next call's clock starts
-                seen.append(canonical_repr(entry(*args), limit))
-            if any(other != seen[0] for other in seen):
-                raise _Failed("nondeterministic")
-            shown = seen[0]
-        except _Failed as failure:
-            status = failure.args[0]
-        except OutputTooLarge:
-            status = "output_too_large"
-        except NonLiteral:
-            status = "non_literal_output"
-        except MemoryError:
-            status = "memory"
-        except BaseException as error:
-            status = "exception:" + _type_name(error)
-        value = "null" if shown is None else _json_string(shown)
-        line = f'{{"i": {index}, "s": {_json_string(status)}, "v": {value}}}\n'
-        if index == last or (status != "ok" and not keep_going):
-            _write_all(out_fd, line.encode() + b'{"end": 1}\n')
-            return
-        _write_all(out_fd, line.encode())
-    _write_all(out_fd, b'{"end": 1}\n')  # no inputs
-
-
-class _Failed(Exception):
-    """Internal: carries a per-input status out of the call loop."""
-
-
 def _child_main(job: dict, out_fd: int, isolation: dict, devnull: int) -> None:
     """Body of a forked child: isolate, run, exit. Never returns.
 
@@ -325,7 +140,7 @@ def _child_main(job: dict, out_fd: int, isolation: dict, devnull: int) -> None:
     except BaseException:
         os._exit(71)  # the zygote reports crash:setup; never run without the sandbox
     try:
-        _run_program(job, 3)
+        _runner.run_program(job, 3)
     except BaseException:
         code = 72
     os._exit(code)
@@ -573,7 +388,7 @@ def zygote_main(args: dict) -> None:
                 job["workdir"] = chroot_dir  # read-only for the program: it stays empty
             else:
                 os.mkdir(job["workdir"], 0o700)
-            prepare_job(job)
+            _runner.prepare_job(job)
             read_fd, write_fd = os.pipe()
             pid = fork_when_possible()
         except OSError as error:  # no directory, no fds, no processes: fail this job only
@@ -658,10 +473,10 @@ def zygote_main(args: dict) -> None:
             # Lines stay bytes while the child lives: every page the zygote writes now is a
             # copy-on-write fault (the child shares it); they are parsed after it is reaped.
             for line in run.reader.read_lines():
-                if line == b'{"end": 1}':
+                if line == _END_LINE:
                     run.done = True
                     break
-                if line != b'{"p": 1}':
+                if line != _PROGRESS_LINE:
                     run.raw_results.append(line)
                 run.deadline = min(time.monotonic() + run.call_s + 0.05, run.hard_deadline)
             if run.reader.overflow:

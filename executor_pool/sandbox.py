@@ -42,9 +42,14 @@ from pathlib import Path
 
 from azr.config import ExecutorConfig
 
-FORKSERVER_PATH = Path(__file__).resolve().with_name("forkserver.py")
-# A minimal interpreter: no site (-S), no user site (-s), no script dir on sys.path (-P).
-# Not -I: it implies -E, which would ignore the PYTHONHASHSEED the zygotes are started with.
+FORKSERVER_FILES = ("forkserver.py", "program_runner.py")
+"""The fork-server's files (in executor_pool/), shipped side by side: executor.Dockerfile and its
+.dockerignore, build_test_image.sh and ray_cluster.yaml name each one (tests/test_deploy_config)."""
+FORKSERVER_PATH = Path(__file__).resolve().with_name(FORKSERVER_FILES[0])
+# A minimal interpreter: no site (-S), no user site (-s), no script dir on sys.path (-P; the
+# fork-server imports its sibling program_runner.py from its own directory itself, and only
+# that). Not -I: it implies -E, which would ignore the PYTHONHASHSEED the zygotes are started
+# with.
 INTERPRETER_FLAGS = ("-s", "-S", "-P")
 
 

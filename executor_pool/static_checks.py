@@ -2,8 +2,8 @@
 
 Runs before anything reaches the sandbox and never executes the text it checks: programs are
 only parsed (``ast`` and ``symtable``), inputs and answers only go through the literal parser
-shared with the sandbox (``forkserver.parse_arguments`` / ``parse_literal``). Every rejection is
-a machine-readable reason string: ``program_too_large``, ``syntax``, ``no_entry``,
+shared with the sandbox (``program_runner.parse_arguments`` / ``parse_literal``). Every
+rejection is a machine-readable reason string: ``program_too_large``, ``syntax``, ``no_entry``,
 ``banned:<module|builtin|name>``, ``input_too_large``, ``non_literal_input`` ...
 
 The ban is for task quality; the sandbox is the security boundary. Unlike the reference code,
@@ -18,9 +18,9 @@ import symtable
 from collections.abc import Iterable
 
 from azr.config import ExecutorConfig
-from executor_pool.forkserver import NonLiteral, OutputTooLarge, canonical_repr
-from executor_pool.forkserver import parse_arguments as _parse_arguments
-from executor_pool.forkserver import parse_literal as _parse_literal
+from executor_pool.program_runner import NonLiteral, OutputTooLarge, canonical_repr
+from executor_pool.program_runner import parse_arguments as _parse_arguments
+from executor_pool.program_runner import parse_literal as _parse_literal
 
 # Dunder attributes a normal program may touch (``super().__init__``, operator methods ...);
 # every other ``x.__name__``-style attribute is an introspection trick and is banned.

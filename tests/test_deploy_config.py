@@ -113,6 +113,46 @@ def test_cluster_node_types_match_the_paper_configs():
     assert all("RAY_AUTH_MODE=token" in c for c in ray_starts)
 
 
+def _sibling_imports(path: Path) -> set[str]:
+    """Modules of ``path``'s own directory that ``path`` imports (as a package or a script)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        sibling_from = isinstance(node, ast.ImportFrom) and node.module == path.parent.name
+        if isinstance(node, ast.Import) or sibling_from:
+            names |= {alias.name for alias in node.names}
+    return {f"{name}.py" for name in names if (path.parent / f"{name}.py").is_file()}
+
+
+def test_every_file_of_the_fork_server_is_shipped():
+    """forkserver.py and the sibling modules it imports reach both images, side by side."""
+    from executor_pool.sandbox import FORKSERVER_FILES
+
+    forkserver = REPO_ROOT / "executor_pool" / FORKSERVER_FILES[0]
+    assert _sibling_imports(forkserver) == set(FORKSERVER_FILES[1:]) == {"program_runner.py"}
+    for name in FORKSERVER_FILES[1:]:  # a shipped module imports no further sibling
+        assert not _sibling_imports(REPO_ROOT / "executor_pool" / name), name
+    cluster = yaml.safe_load(CLUSTER_YAML.read_text())
+    setup = cluster["available_node_types"]["executor"]["worker_setup_commands"]
+    (tar,) = [command for command in setup if "tar -c" in command]
+    context = tar.split("tar -c", 1)[1].split("|", 1)[0].split()
+    dockerfile = (DEPLOY / "docker" / "executor.Dockerfile").read_text()
+    copies = [line.split()[1:] for line in dockerfile.splitlines() if line.startswith("COPY ")]
+    ignore = (DEPLOY / "docker" / "executor.Dockerfile.dockerignore").read_text().splitlines()
+    build_script = (DEPLOY / "docker" / "build_test_image.sh").read_text()
+    assert copies == [[*(f"executor_pool/{name}" for name in FORKSERVER_FILES), "/opt/azr/"]]
+    assert context == ["deploy/docker/executor.Dockerfile"] + copies[0][:-1]
+    assert [line for line in ignore if line.startswith("!")] == [f"!{p}" for p in copies[0][:-1]]
+    for name in FORKSERVER_FILES:
+        # Installed into the test image and part of the hash that decides its rebuilds.
+        variable = re.search(
+            rf'^(\w+)="\$ROOT/executor_pool/{re.escape(name)}"$', build_script, re.M
+        )
+        assert variable, name
+        assert f'"${variable[1]}" "$stage/opt/azr/{name}"' in build_script, name
+        hashed = re.search(r"^inputs_hash=.*$", build_script, re.M)[0]
+        assert f'"${variable[1]}"' in hashed, name
+
+
 # ---------------------------------------------------------------------- paper configs
 
 

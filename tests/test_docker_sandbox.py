@@ -29,7 +29,7 @@ from executor_pool.docker_sandbox import (
     escaped_processes,
     remove_leftover_containers,
 )
-from executor_pool.sandbox import SandboxError
+from executor_pool.sandbox import FORKSERVER_FILES, SandboxError
 
 pytestmark = pytest.mark.docker
 
@@ -319,8 +319,9 @@ def test_missing_image_fails_fast_with_its_name(docker_engine: None) -> None:
 
 def test_test_image_is_labelled_with_its_input_hash(docker_image: str) -> None:
     script = REPO_ROOT / "deploy" / "docker" / "build_test_image.sh"
-    forkserver = REPO_ROOT / "executor_pool" / "forkserver.py"
-    digest = hashlib.sha256(script.read_bytes() + forkserver.read_bytes()).hexdigest()[:16]
+    shipped = [REPO_ROOT / "executor_pool" / name for name in FORKSERVER_FILES]
+    inputs = script.read_bytes() + b"".join(path.read_bytes() for path in shipped)
+    digest = hashlib.sha256(inputs).hexdigest()[:16]
     label = docker(
         "image", "inspect", "--format", '{{ index .Config.Labels "azr.inputs-hash" }}', docker_image
     )
@@ -330,11 +331,12 @@ def test_test_image_is_labelled_with_its_input_hash(docker_image: str) -> None:
     rebuild = subprocess.run([str(script)], capture_output=True, text=True, timeout=120, check=True)
     assert "up to date" in rebuild.stderr
     assert docker("image", "inspect", "--format", "{{.Id}}", docker_image).stdout == before
-    # The fork-server in the image is byte for byte the repository's.
-    shown = docker(
-        "run", "--rm", "--network", "none", docker_image, "cat", "/opt/azr/forkserver.py"
-    )
-    assert shown.stdout == forkserver.read_text()
+    # The fork-server's files in the image are byte for byte the repository's.
+    for path in shipped:
+        shown = docker(
+            "run", "--rm", "--network", "none", docker_image, "cat", f"/opt/azr/{path.name}"
+        )
+        assert shown.stdout == path.read_text(), path.name
 
 
 @pytest.mark.slow
@@ -347,7 +349,8 @@ def test_shipped_dockerfile_builds_an_equivalent_image(docker_image: str) -> Non
     assert docker("image", "inspect", base).returncode == 0, f"{base} (imported by the build)"
     tag = "azr-executor:dockerfile-test"
     context = subprocess.run(
-        ["tar", "-c", "deploy/docker/executor.Dockerfile", "executor_pool/forkserver.py"],
+        ["tar", "-c", "deploy/docker/executor.Dockerfile",
+         *(f"executor_pool/{name}" for name in FORKSERVER_FILES)],
         cwd=REPO_ROOT, capture_output=True, check=True,
     )  # fmt: skip
     build = subprocess.run(

@@ -14,7 +14,7 @@ import pytest
 
 from azr.tasks import ScoreRequest, TaskType, ValidateRequest
 from executor_pool.executor import SandboxExecutor
-from executor_pool.forkserver import parse_literal
+from executor_pool.program_runner import parse_literal
 
 CRUXEVAL = Path("/work/shared/data/cruxeval.jsonl")
 EXPRESSION_INPUTS = 12

@@ -1,4 +1,4 @@
-"""Static checks (executor_pool/static_checks.py) and the shared literal helpers (forkserver)."""
+"""Static checks (executor_pool/static_checks.py) and the shared literal helpers (program_runner)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from azr.config import ExecutorConfig
-from executor_pool.forkserver import (
+from executor_pool.program_runner import (
     NonLiteral,
     OutputTooLarge,
     canonical_repr,

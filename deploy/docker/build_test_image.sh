@@ -4,10 +4,10 @@
 #   -> `docker import` as azr-executor:test.
 #
 # It is the registry-free equivalent of deploy/docker/executor.Dockerfile (same user, same
-# paths, same entry point). Rebuilt only when its inputs (this script, forkserver.py)
-# change: the image carries their hash in the label `azr.inputs-hash`. The debootstrap
-# rootfs tarball is cached in .scratch/docker/ keyed by the debootstrap parameters, so a
-# rebuild after a forkserver.py edit takes seconds, not a Debian download.
+# paths, same entry point). Rebuilt only when its inputs (this script, forkserver.py,
+# program_runner.py) change: the image carries their hash in the label `azr.inputs-hash`.
+# The debootstrap rootfs tarball is cached in .scratch/docker/ keyed by the debootstrap
+# parameters, so a rebuild after a fork-server edit takes seconds, not a Debian download.
 #
 #   deploy/docker/build_test_image.sh            # build if needed, print the image tag
 #   AZR_EXECUTOR_IMAGE=name:tag deploy/docker/build_test_image.sh
@@ -16,6 +16,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 SCRIPT="$ROOT/deploy/docker/build_test_image.sh"
 FORKSERVER="$ROOT/executor_pool/forkserver.py"
+# forkserver.py imports it from its own directory: both are shipped, side by side.
+RUNNER="$ROOT/executor_pool/program_runner.py"
 IMAGE="${AZR_EXECUTOR_IMAGE:-azr-executor:test}"
 CACHE_DIR="${AZR_DOCKER_CACHE:-$ROOT/.scratch/docker}"
 
@@ -32,10 +34,12 @@ AZR_USER=azr
 
 log() { echo "build_test_image: $*" >&2; }
 
-if [[ ! -f "$FORKSERVER" ]]; then
-    log "missing $FORKSERVER"
-    exit 1
-fi
+for input in "$FORKSERVER" "$RUNNER"; do
+    if [[ ! -f "$input" ]]; then
+        log "missing $input"
+        exit 1
+    fi
+done
 if ! docker info >/dev/null 2>&1; then
     log "no Docker engine answers (deploy/docker/dockerd.sh start)"
     exit 1
@@ -46,7 +50,7 @@ mkdir -p "$CACHE_DIR"
 exec 9>"$CACHE_DIR/build.lock"
 flock 9
 
-inputs_hash="$(cat "$SCRIPT" "$FORKSERVER" | sha256sum | cut -c1-16)"
+inputs_hash="$(cat "$SCRIPT" "$FORKSERVER" "$RUNNER" | sha256sum | cut -c1-16)"
 current="$(docker image inspect "$IMAGE" \
     --format '{{ index .Config.Labels "azr.inputs-hash" }}' 2>/dev/null || true)"
 if [[ "$current" == "$inputs_hash" ]]; then
@@ -98,6 +102,7 @@ echo "$AZR_USER:x:$AZR_UID:$AZR_UID:azr executor:/nonexistent:/usr/sbin/nologin"
 echo "$AZR_USER:x:$AZR_UID:" >>"$stage/etc/group"
 install -d -m 0755 -o 0 -g 0 "$stage/opt/azr"
 install -m 0644 -o 0 -g 0 "$FORKSERVER" "$stage/opt/azr/forkserver.py"
+install -m 0644 -o 0 -g 0 "$RUNNER" "$stage/opt/azr/program_runner.py"
 # Byte-compile now: the root filesystem is read-only at run time.
 chroot "$stage" python3 -m compileall -q /opt/azr >/dev/null
 
