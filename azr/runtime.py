@@ -20,6 +20,7 @@ from ray.exceptions import RayActorError, RaySystemError, RayTaskError
 from azr.config import AZRConfig, SamplingConfig
 from azr.selfplay import Services
 from azr.tasks import TaskType
+from buffer_service.wire import EntryBatch
 
 
 class RunFailed(RuntimeError):
@@ -66,7 +67,8 @@ class BufferClient:
         return self._call("sample_tasks", task, n, new_first=False) if n > 0 else []
 
     def add(self, task: TaskType, tasks: list[Any]) -> int:
-        return int(self._call("add_many", task, tasks).added)
+        # EntryBatch: the same list, pickled as plain tuples (half the Ray call's cost per entry).
+        return int(self._call("add_many", task, EntryBatch(tasks)).added)
 
     def size(self, task: TaskType) -> int:
         return int(self._call("size", task))

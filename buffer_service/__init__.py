@@ -9,6 +9,7 @@ from buffer_service.buffers import CheckpointError, TaskBuffers, checkpoint_file
 from buffer_service.entries import BufferEntry, EntryRejected, entry_key
 from buffer_service.record_log import DamageReport
 from buffer_service.results import AddResult
+from buffer_service.wire import EntryBatch
 
 __all__ = [
     "AddResult",
@@ -16,6 +17,7 @@ __all__ = [
     "BufferEntry",
     "CheckpointError",
     "DamageReport",
+    "EntryBatch",
     "EntryRejected",
     "TaskBuffers",
     "checkpoint_file",

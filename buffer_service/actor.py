@@ -48,7 +48,11 @@ class BufferActor:
     def add_many(
         self, task: TaskType | str, entries: list[BufferEntry], request_id: str | None = None
     ) -> AddResult:
-        """See :meth:`TaskBuffers.add_many`; returns once the entries are on disk."""
+        """See :meth:`TaskBuffers.add_many`; returns once the entries are on disk.
+
+        Clients should send ``EntryBatch(entries)``: the same list, serialised in a compact form
+        that halves what a batch costs in transit (:mod:`buffer_service.wire`).
+        """
         task = TaskType(task)
         start = time.perf_counter()
         result = self._buffers.add_many(task, entries, request_id)

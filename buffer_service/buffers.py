@@ -74,6 +74,16 @@ class TaskBuffers:
         self._reset(payloads)
         if not payloads:  # a new store (or one with nothing intact left: reported above)
             self._seed_identity()
+        elif self._stale_records and not self.recovery.invalid_records:
+            # Keys of another scheme were recomputed: store them, so the next open need not
+            # (a compaction; skipped while unusable records are kept in the log for forensics).
+            self._rewrite_log()
+            log.info(
+                "buffer store %s: dedup keys of %d records recomputed for key scheme %s",
+                self._log.path,
+                self._stale_records,
+                KEY_SCHEME,
+            )
 
     # ----------------------------------------------------------------- state rebuild
     def _reset(self, payloads: list[dict]) -> None:
@@ -85,6 +95,7 @@ class TaskBuffers:
         self._ledger: OrderedDict[str, tuple[int, AddResult]] = OrderedDict()
         self._current_step = 0
         self._log_entries = 0  # entries in the log file, live or evicted (compaction trigger)
+        self._stale_records = 0  # add records whose keys were made by another key scheme
         self.counters = {
             task: {"adds": 0, "duplicates": 0, "rejected": 0, "evictions": 0} for task in TaskType
         }
@@ -109,6 +120,7 @@ class TaskBuffers:
         task, rid, step, keyed, result = parse_add_payload(payload)
         if payload.get("ks") != KEY_SCHEME:
             keyed = [(self._rekey(task, key, entry), entry) for key, entry in keyed]
+            self._stale_records += 1
         buf = self._buffers[task]
         for key, entry in keyed:
             if key not in buf:
@@ -195,11 +207,16 @@ class TaskBuffers:
         live = sum(len(b) for b in self._buffers.values())
         dead = self._log_entries - live
         if dead >= COMPACT_MIN_DEAD and dead > live:
-            self._log.replace_with(self._live_payloads(step=None))
-            self._log_entries = live
+            self._rewrite_log()
             log.info(
                 "compacted buffer store %s: %d live entries, %d dropped", self._log.path, live, dead
             )
+
+    def _rewrite_log(self) -> None:
+        """Atomically replace the log with the live state (evicted entries dropped)."""
+        self._log.replace_with(self._live_payloads(step=None))
+        self._log_entries = sum(len(b) for b in self._buffers.values())
+        self._stale_records = 0
 
     def _live_payloads(self, step: int | None, rng: bool = False) -> list[dict]:
         """The state as log records: meta first, then each buffer's entries in order.

@@ -7,18 +7,27 @@ machine-readable reason (EntryRejected), so one bad entry in a batch never costs
 Dedup key (AZR_SPEC "exact duplicates are skipped"): a digest of the normalised program and
 the normalised input(s); induction keys use the tuple of all inputs (visible then hidden).
 
-- Inputs are normalised by an AST round-trip (``ast.unparse`` of each literal argument).
+- Inputs are normalised to their literal AST: the argument list is parsed and every argument
+  is written out as a flat pre-order token stream of its nodes (node type, arity, and the
+  ``repr`` of each constant). Two inputs get the same form exactly when their ASTs are equal,
+  i.e. when ``ast.unparse`` round-trips them to the same text (:func:`normalise_input`), so
+  spacing, comments, redundant parentheses and quote style never make a duplicate look new;
+  walking the tree once (it is walked anyway to check that every argument is a literal) is
+  far cheaper than printing it with ``ast.unparse``, which is pure Python.
 - Programs are normalised one step further down the same pipeline: the AST is *compiled*
   and the code objects are fingerprinted with every source position left out. Comments,
   blank lines, indentation, spacing and redundant parentheses therefore never make a
   duplicate look new, exactly as with ``ast.unparse(ast.parse(src))``; in addition, programs
   the compiler folds to identical code (``x * (1 + 1)`` vs ``x * 2``, dead ``if 0:`` blocks)
-  are duplicates too, which they are behaviourally. Why not ``ast.unparse``: it is pure
-  Python and costs ~75 us per program on top of the parse (measured on CRUXEval programs),
-  which alone would cap batched adds below the 10,000/s target; compiling costs ~10 us more
-  than parsing and runs in C.
+  are duplicates too, which they are behaviourally. A docstring is part of the program (it
+  is a constant of the code, visible as ``f.__doc__``): changing it makes a new program,
+  changing a comment does not. Why compile rather than ``ast.dump``/``ast.unparse`` of
+  ``ast.parse``: building the Python AST objects alone costs as much as compiling (the
+  parser runs in both; compiling stays in C), and printing them is pure Python and costs more
+  than both (~75 us per CRUXEval program for ``ast.unparse``), which would cap batched adds
+  well below the 10,000/s target.
 - Bytecode belongs to a Python version, so keys carry a scheme tag (:data:`KEY_SCHEME`); the
-  buffer recomputes stored keys when the interpreter changes.
+  buffer recomputes stored keys when the interpreter (or the key scheme) changes.
 """
 
 from __future__ import annotations
@@ -28,16 +37,19 @@ import hashlib
 import marshal
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import CodeType
+from typing import TypeVar
 
 from azr.tasks import InductionTask, TaskType, Triplet
 
 BufferEntry = Triplet | InductionTask
 """What a buffer holds: a Triplet (deduction/abduction) or an InductionTask (induction)."""
 
-KEY_SCHEME = f"code-v1-{sys.implementation.cache_tag}"
+KEY_SCHEME = f"code-v2-{sys.implementation.cache_tag}"
 """Identifies how dedup keys are computed; stored with every add record."""
+
+_T = TypeVar("_T")
 
 MAX_INDUCTION_PAIRS = 64
 """Sanity cap on an induction task's (input, output) pairs (the paper uses 10)."""
@@ -54,6 +66,7 @@ class EntryRejected(Exception):
 # Parsing hostile text can fail in more ways than SyntaxError: NUL bytes give ValueError,
 # deep nesting gives RecursionError/MemoryError in the parser, compiler or ast.unparse.
 _PARSE_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError)
+_AST_ONLY = ast.PyCF_ONLY_AST  # compile(..., _AST_ONLY) is ast.parse without its Python wrapper
 
 
 def program_fingerprint(program: str) -> bytes:
@@ -70,40 +83,54 @@ def program_fingerprint(program: str) -> bytes:
         isinstance(c, CodeType) and c.co_name == "f" for c in code.co_consts
     ):
         raise EntryRejected("program_without_f")
-    # marshal format 0 is a plain, deterministic serialisation (no back-references or
-    # interning flags); the result is only hashed, never loaded.
-    return marshal.dumps(_canonical_code(code), 0)
+    # marshal format 0 is a plain, deterministic serialisation (no back-references, which
+    # depend on reference counts, and no interning flags); the result is only hashed, never
+    # loaded. It covers every field of the code objects: bytecode, exception table, argument
+    # counts, flags, names, variables and constants.
+    return marshal.dumps(_without_positions(code), 0)
 
 
-def _canonical_code(code: CodeType) -> tuple:
-    # Everything that defines behaviour; nothing that records where the source text was
-    # (co_firstlineno, co_linetable and co_filename are left out).
-    return (
-        code.co_code,
-        code.co_exceptiontable,
-        code.co_argcount,
-        code.co_posonlyargcount,
-        code.co_kwonlyargcount,
-        code.co_flags,
-        code.co_name,
-        code.co_qualname,
-        code.co_names,
-        code.co_varnames,
-        code.co_freevars,
-        code.co_cellvars,
-        tuple(_canonical_const(c) for c in code.co_consts),
-    )
+def _without_positions(code: CodeType) -> CodeType:
+    """``code`` with everything that records where the source text was left out.
+
+    Source positions live in ``co_firstlineno`` and ``co_linetable`` (lines and columns) of
+    each code object; nested functions and classes are code objects among the constants.
+    """
+    consts = code.co_consts
+    if not _NESTED_TYPES.isdisjoint(map(type, consts)):
+        consts = tuple(map(_canonical_const, consts))
+    return code.replace(co_firstlineno=1, co_linetable=b"", co_consts=consts)
+
+
+_NESTED_TYPES = frozenset({CodeType, frozenset, tuple})
+"""Constant types that may hold code objects or frozensets (which need canonicalising)."""
 
 
 def _canonical_const(value: object) -> object:
-    if isinstance(value, CodeType):
-        return ("<code>", _canonical_code(value))
-    if isinstance(value, tuple):
-        return ("<tuple>", tuple(_canonical_const(v) for v in value))
-    if isinstance(value, frozenset):  # iteration order depends on the hash seed: sort
-        items = [marshal.dumps(_canonical_const(v), 0) for v in value]
-        return ("<frozenset>", tuple(sorted(items)))
+    kind = type(value)
+    if kind is CodeType:
+        return _without_positions(value)
+    if kind is frozenset:
+        # Iteration order follows the hash seed (str hashes are randomised): write the
+        # elements sorted. StopIteration never occurs among compiled constants (it is a name,
+        # not a literal), so the tagged tuple cannot be mistaken for a tuple constant.
+        items = sorted(marshal.dumps(_canonical_const(v), 0) for v in value)
+        return (StopIteration, tuple(items))
+    if kind is tuple and not _NESTED_TYPES.isdisjoint(map(type, value)):
+        return tuple(map(_canonical_const, value))
     return value
+
+
+def _literal_args(text: str) -> list[ast.expr]:
+    """The arguments of ``f(<text>)`` (not yet checked to be literals); raises EntryRejected."""
+    try:
+        call = compile(f"f({text}\n)", "<input>", "eval", _AST_ONLY, dont_inherit=True).body
+    except _PARSE_ERRORS:
+        raise EntryRejected("input_syntax") from None
+    # "1), g(2" parses as one call only when the text closes nothing it did not open.
+    if not isinstance(call, ast.Call) or call.keywords:
+        raise EntryRejected("input_syntax")
+    return call.args
 
 
 def normalise_input(text: str) -> str:
@@ -111,75 +138,114 @@ def normalise_input(text: str) -> str:
 
     It must parse as the arguments of a call ``f(<text>)`` and every argument must be a
     literal: inputs are data, never code (AZR_SPEC validation rule 2). Only positional
-    arguments are allowed, like the executor accepts.
+    arguments are allowed, like the executor accepts. Two inputs have the same normal form
+    exactly when they have the same :func:`input_form` (the dedup key uses that one).
     """
+    args = _literal_args(text)
     try:
-        call = ast.parse(f"f({text}\n)", mode="eval").body
-    except _PARSE_ERRORS:
-        raise EntryRejected("input_syntax") from None
-    # "1), g(2" parses as one call only when the text closes nothing it did not open.
-    if not isinstance(call, ast.Call) or call.keywords:
-        raise EntryRejected("input_syntax")
-    try:
-        for arg in call.args:
-            if isinstance(arg, ast.Starred) or not _is_literal(arg):
+        for arg in args:
+            if not _walk_literal(arg, None):
                 raise EntryRejected("input_not_literal")
-        return ", ".join(ast.unparse(arg) for arg in call.args)
+        return ", ".join(ast.unparse(arg) for arg in args)
     except _PARSE_ERRORS:
         raise EntryRejected("input_syntax") from None
+
+
+def input_form(text: str) -> str:
+    """The literal AST of an argument list as a flat token string (the dedup key's input
+    normal form); validates like :func:`normalise_input` and raises EntryRejected."""
+    args = _literal_args(text)
+    tokens = [f"a{len(args)}"]
+    try:
+        for arg in args:
+            if not _walk_literal(arg, tokens):
+                raise EntryRejected("input_not_literal")
+    except _PARSE_ERRORS:  # repr of an int beyond the int-to-str digit limit: ValueError
+        raise EntryRejected("input_syntax") from None
+    return "\x00".join(tokens)
 
 
 def check_output(text: str) -> None:
     """An output must be the repr of a literal value; raises EntryRejected otherwise."""
     try:
-        node = ast.parse(text.strip(), mode="eval").body
-        if not _is_literal(node):
+        node = compile(text.strip(), "<output>", "eval", _AST_ONLY, dont_inherit=True).body
+        if not _walk_literal(node, None):
             raise EntryRejected("output_not_literal")
     except _PARSE_ERRORS:
         raise EntryRejected("output_syntax") from None
 
 
-def _is_literal(node: ast.AST) -> bool:
-    """Whether an expression node is a plain literal (what ``ast.literal_eval`` accepts).
+_CONTAINER_TAGS = {ast.Tuple: "t", ast.List: "l", ast.Set: "s"}
+_SIGN_TAGS = {ast.USub: "-", ast.UAdd: "+"}
+_BINOP_TAGS = {ast.Add: "A", ast.Sub: "S"}
 
+
+def _walk_literal(node: ast.AST, tokens: list[str] | None) -> bool:
+    """Whether an expression node is a plain literal (what ``ast.literal_eval`` accepts);
+    when ``tokens`` is a list, the literal's normal form is appended to it.
+
+    Tokens, in pre-order: ``c<repr>`` for a constant (``repr`` tells ``1``, ``1.0``,
+    ``True``, ``'1'`` and ``b'1'`` apart and never contains a NUL, the separator the caller
+    joins with), a one-letter tag plus the arity for a container (``t``/``l``/``s`` tuple,
+    list, set, ``d`` dict, ``F``/``G`` a ``set(...)``/``frozenset(...)`` call), ``-``/``+``
+    for a sign and ``A``/``S`` for the ``+``/``-`` of complex literals. Every token says how
+    many children follow, so the tokens determine the tree: equal forms mean equal ASTs.
     Iterative, so deeply nested hostile input cannot exhaust the Python stack here.
     """
+    emit = tokens.append if tokens is not None else None
     stack = [node]
     while stack:
         cur = stack.pop()
-        match cur:
-            case ast.Constant():
-                pass
-            case ast.Tuple(elts=elts) | ast.List(elts=elts) | ast.Set(elts=elts):
-                stack.extend(elts)
-            case ast.Dict(keys=keys, values=values):
-                if any(k is None for k in keys):  # {**x} unpacking
-                    return False
-                stack.extend(k for k in keys if k is not None)
-                stack.extend(values)
-            case ast.UnaryOp(op=ast.USub() | ast.UAdd(), operand=operand):
-                stack.append(operand)
-            case ast.BinOp(op=ast.Add() | ast.Sub(), left=left, right=right):
-                # complex literals such as 1+2j
-                stack.extend((left, right))
-            case ast.Call(func=ast.Name(id="set" | "frozenset"), args=args, keywords=[]):
-                # repr(set()) == "set()", repr(frozenset({1})) == "frozenset({1})"
-                if len(args) > 1:
-                    return False
-                stack.extend(args)
-            case _:
+        kind = type(cur)
+        if kind is ast.Constant:
+            if emit:
+                emit("c" + repr(cur.value))
+        elif kind in _CONTAINER_TAGS:
+            elts = cur.elts
+            if emit:
+                emit(f"{_CONTAINER_TAGS[kind]}{len(elts)}")
+            stack.extend(reversed(elts))
+        elif kind is ast.Dict:
+            keys, values = cur.keys, cur.values
+            if any(k is None for k in keys):  # {**x} unpacking
                 return False
+            if emit:
+                emit(f"d{len(keys)}")
+            for k, v in zip(reversed(keys), reversed(values), strict=True):
+                stack.append(v)
+                stack.append(k)
+        elif kind is ast.UnaryOp and type(cur.op) in _SIGN_TAGS:
+            if emit:
+                emit(_SIGN_TAGS[type(cur.op)])
+            stack.append(cur.operand)
+        elif kind is ast.BinOp and type(cur.op) in _BINOP_TAGS:
+            # complex literals such as 1+2j
+            if emit:
+                emit(_BINOP_TAGS[type(cur.op)])
+            stack.append(cur.right)
+            stack.append(cur.left)
+        elif (
+            kind is ast.Call
+            and type(cur.func) is ast.Name
+            and cur.func.id in ("set", "frozenset")
+            and not cur.keywords
+            and len(cur.args) <= 1
+        ):
+            # repr(set()) == "set()", repr(frozenset({1})) == "frozenset({1})"
+            if emit:
+                emit(f"{'F' if cur.func.id == 'set' else 'G'}{len(cur.args)}")
+            stack.extend(reversed(cur.args))
+        else:
+            return False
     return True
 
 
 def _digest(task: str, program: bytes, *inputs: str) -> str:
     # A 128-bit digest keeps the in-memory dedup index small at 100k+ entries per buffer;
     # length prefixes keep the concatenation unambiguous.
-    h = hashlib.blake2b(digest_size=16)
-    for data in (task.encode(), program, *(i.encode("utf-8", "surrogatepass") for i in inputs)):
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()
+    parts = [task.encode(), program, *(i.encode("utf-8", "surrogatepass") for i in inputs)]
+    framed = b"".join(len(p).to_bytes(8, "little") + p for p in parts)
+    return hashlib.blake2b(framed, digest_size=16).hexdigest()
 
 
 def entry_key(task: TaskType, entry: object, max_entry_chars: int) -> str:
@@ -188,28 +254,43 @@ def entry_key(task: TaskType, entry: object, max_entry_chars: int) -> str:
     The key is a hex digest of the normalised program and normalised input(s).
     ``max_entry_chars`` caps the entry's total text: a sanity limit that protects the store
     (size validity of tasks is the executor's call), checked before any parsing.
+    Checks run in this order and the first failure is the reason: entry type, step and
+    policy version, field types, size, program, input(s), output(s).
     """
+    if task is TaskType.INDUCTION:
+        _check_provenance(task, entry)
+        return _induction_key(task, entry, max_entry_chars)
+    program, inp, out = _triplet_texts(task, entry, max_entry_chars)
+    fingerprint = program_fingerprint(program)
+    form = input_form(inp)
+    check_output(out)
+    return _digest(task.value, fingerprint, form)
+
+
+def _check_provenance(task: TaskType, entry: object) -> None:
     if task is TaskType.INDUCTION:
         if not isinstance(entry, InductionTask):
             raise EntryRejected("wrong_entry_type")
     elif not isinstance(entry, Triplet):
         raise EntryRejected("wrong_entry_type")
     # pydantic models can be built with model_construct, which skips validation.
-    if not isinstance(entry.step, int) or not isinstance(entry.policy_version, int):
+    step, version = entry.step, entry.policy_version
+    if not isinstance(step, int) or not isinstance(version, int):
         raise EntryRejected("bad_step_or_version")
-    if entry.step < 0 or entry.policy_version < 0:
+    if step < 0 or version < 0:
         raise EntryRejected("negative_step_or_version")
-    if isinstance(entry, Triplet):
-        texts = (entry.program, entry.input, entry.output)
-        if not all(isinstance(t, str) for t in texts):
-            raise EntryRejected("wrong_field_type")
-        if sum(map(len, texts)) > max_entry_chars:
-            raise EntryRejected("entry_too_large")
-        program = program_fingerprint(entry.program)
-        inputs = normalise_input(entry.input)
-        check_output(entry.output)
-        return _digest(task.value, program, inputs)
-    return _induction_key(task, entry, max_entry_chars)
+
+
+def _triplet_texts(task: TaskType, entry: object, max_entry_chars: int) -> tuple[str, str, str]:
+    """The checks of a triplet that need no parsing; returns (program, input, output)."""
+    _check_provenance(task, entry)
+    assert isinstance(entry, Triplet)
+    program, inp, out = entry.program, entry.input, entry.output
+    if not (isinstance(program, str) and isinstance(inp, str) and isinstance(out, str)):
+        raise EntryRejected("wrong_field_type")
+    if len(program) + len(inp) + len(out) > max_entry_chars:
+        raise EntryRejected("entry_too_large")
+    return program, inp, out
 
 
 def _induction_key(task: TaskType, entry: InductionTask, max_entry_chars: int) -> str:
@@ -228,7 +309,7 @@ def _induction_key(task: TaskType, entry: InductionTask, max_entry_chars: int) -
     program = program_fingerprint(entry.program)
     inputs: list[str] = []
     for pair in pairs:
-        inputs.append(normalise_input(pair[0]))
+        inputs.append(input_form(pair[0]))
         check_output(pair[1])
     if len(set(inputs)) != len(inputs):
         raise EntryRejected("induction_inputs_not_distinct")
@@ -240,17 +321,57 @@ def batch_keys(
 ) -> list[tuple[str | None, str | None]]:
     """``(key, None)`` or ``(None, reason)`` per entry, compiler warnings silenced.
 
-    Hostile programs can trigger SyntaxWarnings by the thousand; they must not flood logs.
+    The same result as :func:`entry_key` per entry. Triplets are processed in passes over
+    the batch (every program, then every input, then every output; an entry leaves at its
+    first failure, so the reason is the one :func:`entry_key` gives): running the compiler
+    and the parser back to back over many texts is ~15% cheaper than alternating them per
+    entry (their code and tables stay in the CPU caches). Hostile programs can trigger
+    SyntaxWarnings by the thousand; they must not flood logs.
     """
-    out: list[tuple[str | None, str | None]] = []
+    entries = list(entries)
+    out: list[tuple[str | None, str | None]] = [(None, None)] * len(entries)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for entry in entries:
+        if task is TaskType.INDUCTION:  # few per step, several inputs each: one by one
+            for i, entry in enumerate(entries):
+                try:
+                    out[i] = (entry_key(task, entry, max_entry_chars), None)
+                except EntryRejected as exc:
+                    out[i] = (None, exc.reason)
+            return out
+        texts: dict[int, tuple[str, str, str]] = {}
+        for i, entry in enumerate(entries):
             try:
-                out.append((entry_key(task, entry, max_entry_chars), None))
+                texts[i] = _triplet_texts(task, entry, max_entry_chars)
             except EntryRejected as exc:
-                out.append((None, exc.reason))
+                out[i] = (None, exc.reason)
+        fingerprints = _pass(texts, 0, program_fingerprint, out)
+        forms = _pass(texts, 1, input_form, out)
+        _pass(texts, 2, check_output, out)
+        for i in texts:
+            out[i] = (_digest(task.value, fingerprints[i], forms[i]), None)
     return out
+
+
+def _pass(
+    texts: dict[int, tuple[str, str, str]],
+    field: int,
+    check: Callable[[str], _T],
+    out: list[tuple[str | None, str | None]],
+) -> dict[int, _T]:
+    """Run ``check`` on one text of every entry still in ``texts``; entries it rejects get
+    their reason in ``out`` and leave ``texts``. Returns the results by entry index."""
+    results: dict[int, _T] = {}
+    rejected: list[int] = []
+    for i, row in texts.items():
+        try:
+            results[i] = check(row[field])
+        except EntryRejected as exc:
+            out[i] = (None, exc.reason)
+            rejected.append(i)
+    for i in rejected:
+        del texts[i]
+    return results
 
 
 def entry_to_dict(entry: BufferEntry) -> dict:

@@ -15,7 +15,7 @@ from ray.exceptions import RayActorError
 
 from azr.config import BufferConfig
 from azr.tasks import IDENTITY_INDUCTION, TaskType, Triplet
-from buffer_service import AddResult, create_buffer_actor
+from buffer_service import AddResult, EntryBatch, create_buffer_actor
 from buffer_service.buffers import LOG_NAME
 from buffer_service.entries import entry_key
 from buffer_service.record_log import encode_record
@@ -74,6 +74,23 @@ def test_actor_api_and_metric_totals(ray_cluster, tmp_path):
     assert metrics["rejected:deduction:negative_step_or_version"] == 1
     assert metrics["size:deduction"] == 4
     assert metrics["samples:deduction:tasks"] == 1
+    ray.kill(actor, no_restart=True)
+
+
+def test_entry_batch_through_ray_gives_the_plain_list_result(ray_cluster, tmp_path):
+    actor = create_buffer_actor(BufferConfig(), tmp_path, seed=0)
+    respaced = trip(1).model_copy(update={"program": "def f(x):  # same\n    return x-1"})
+    wrong = Triplet.model_construct(program=7, input="1", output="1", step=1, policy_version=0)
+    batch = [trip(1), respaced, wrong, trip(2, step=-1), IDENTITY_INDUCTION, trip(3)]
+    as_list = ray.get(actor.add_many.remote(D, batch))
+    as_batch = ray.get(actor.add_many.remote(A, EntryBatch(batch)))
+    assert as_batch == as_list
+    assert as_list.rejected == (
+        (2, "wrong_field_type"),
+        (3, "negative_step_or_version"),
+        (4, "wrong_entry_type"),
+    )
+    assert ray.get(actor.entries.remote(A))[1:] == [trip(1), trip(3)]
     ray.kill(actor, no_restart=True)
 
 

@@ -159,3 +159,122 @@ def test_programs_equal_after_an_ast_round_trip_are_always_duplicates():
         round_tripped = ast.unparse(ast.parse(program))
         assert program_fingerprint(program) == program_fingerprint(round_tripped), program
     assert len({program_fingerprint(p) for p in programs}) == len(set(programs))
+
+
+def test_input_form_equal_exactly_when_the_ast_round_trip_is_equal():
+    # The dedup key's input form walks the AST instead of printing it: same partition.
+    import json
+    from pathlib import Path
+
+    from buffer_service.entries import input_form
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "cruxeval.jsonl"
+    texts = [json.loads(line)["input"] for line in data.read_text().splitlines()]
+    texts += ["1", "1.0", "True", "'1'", "b'1'", "(1)", "(1,)", "[1]", "{1}", "{1: 2}", "{}"]
+    texts += ["set()", "frozenset()", "frozenset({1})", "-1", "- 1", "+1", "--1", "1+2j", "1-2j"]
+    texts += ["'a' 'b'", "'ab'", '"ab"', "[1, [2, (3,)]]", "[1, [2, 3]]", "(), []", "((), [])"]
+    texts += ["1e999", "0x10", "16", "None", "...", "[-1]", "[-(1)]", "{'a': [1]}", "{'a': (1,)}"]
+    texts += [f" {t}  # comment" for t in texts]
+    by_unparse: dict[str, str] = {}
+    by_form: dict[str, str] = {}
+    for text in texts:
+        try:
+            normal = normalise_input(text)
+        except EntryRejected:
+            continue
+        form = input_form(text)
+        assert by_unparse.setdefault(normal, form) == form, text
+        assert by_form.setdefault(form, normal) == normal, text
+    assert len(by_form) > 700
+
+
+def test_docstrings_are_part_of_the_program_and_comments_are_not():
+    base = triplet('def f(x):\n    """Add one."""\n    return x + 1')
+    assert key(base) == key(triplet('def f(x):  # c\n    """Add one."""\n\n    return x+1  # c'))
+    assert key(base) != key(triplet('def f(x):\n    """Add two."""\n    return x + 1'))
+    assert key(base) != key(triplet("def f(x):\n    return x + 1"))
+
+
+def test_batch_keys_gives_the_entry_key_or_the_first_reason_of_each_entry():
+    from buffer_service.entries import batch_keys
+
+    batch = [
+        triplet(),
+        triplet(program="def f(x):\n  return x +", inp="x", out="f(1)"),  # program first
+        triplet(inp="os", out="f(1)"),  # then the input
+        triplet(out="f(1)"),  # then the output
+        triplet(step=-1, program="nonsense"),  # provenance before any parsing
+        triplet(program="def f(x):\n    return x\n" + "#" * LIMIT),
+        {"program": "def f(x): return x"},
+        Triplet.model_construct(program=1, input="1", output="1", step=0, policy_version=0),
+        triplet(program="# other\ndef f(x):\n    return x + 1", inp="2"),
+    ]
+    expected = []
+    for entry in batch:
+        try:
+            expected.append((key(entry), None))
+        except EntryRejected as exc:
+            expected.append((None, exc.reason))
+    assert batch_keys(D, batch, LIMIT) == expected
+    assert [r for _, r in expected] == [
+        None,
+        "program_syntax",
+        "input_not_literal",
+        "output_not_literal",
+        "negative_step_or_version",
+        "entry_too_large",
+        "wrong_entry_type",
+        "wrong_field_type",
+        None,
+    ]
+    ind = [IDENTITY_INDUCTION, induction((("1", "1"),), ())]
+    assert batch_keys(TaskType.INDUCTION, ind, LIMIT) == [
+        (key(IDENTITY_INDUCTION, TaskType.INDUCTION), None),
+        (None, "induction_needs_visible_and_hidden"),
+    ]
+
+
+@pytest.mark.parametrize("dumps", ["pickle", "cloudpickle"])
+def test_entry_batch_travels_compactly_and_arrives_unchanged(dumps):
+    import pickle
+
+    import ray.cloudpickle
+
+    from buffer_service import EntryBatch
+    from buffer_service.entries import batch_keys
+
+    module = pickle if dumps == "pickle" else ray.cloudpickle
+    wrong_types = Triplet.model_construct(
+        program="def f(x):\n    return x", input="1", output="1", step="3", policy_version=0
+    )
+    bool_step = Triplet.model_construct(
+        program="def f(x):\n    return x", input="1", output="1", step=True, policy_version=0
+    )
+    entries = [
+        triplet(step=4, policy_version=2),
+        IDENTITY_INDUCTION,
+        induction((("1", "1"),), (("2", "2"),)),
+        wrong_types,
+        bool_step,
+        {"program": "def f(x): return x"},
+        ("def f(x):\n    return x", "1", "1", 0, 0),  # looks like a packed row: still no entry
+        None,
+    ]
+    batch = EntryBatch(entries)
+    assert batch == entries and isinstance(batch, list)
+    arrived = module.loads(module.dumps(batch))
+    assert type(arrived) is EntryBatch and arrived == entries
+    assert [type(e) for e in arrived] == [type(e) for e in entries]
+    assert arrived[3].step == "3" and arrived[4].step is True  # not coerced by validation
+    # A plain list pickles each model's pydantic state (field set included): 3x the bytes.
+    many = [triplet(inp=str(i)) for i in range(100)]
+    assert 2 * len(pickle.dumps(EntryBatch(many))) < len(pickle.dumps(many))
+    for task in (D, TaskType.INDUCTION):
+        assert batch_keys(task, arrived, LIMIT) == batch_keys(task, entries, LIMIT)
+
+
+def test_the_same_string_value_is_the_same_input_whatever_its_quotes():
+    # ast.unparse keeps a u prefix ("u'a'"), the key's form does not: equal values, equal keys.
+    assert key(triplet(inp="u'a'", out="'a'")) == key(triplet(inp="'a'", out="'a'"))
+    assert key(triplet(inp='"a"', out="'a'")) == key(triplet(inp="'a'", out="'a'"))
+    assert key(triplet(inp="b'a'", out="'a'")) != key(triplet(inp="'a'", out="'a'"))

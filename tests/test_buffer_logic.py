@@ -219,3 +219,23 @@ def test_keys_from_another_key_scheme_are_recomputed_at_open(tmp_path):
     assert buffers.size(D) == 2
     respaced = trip(5).model_copy(update={"program": "def f(x):  # same\n    return x+5"})
     assert buffers.add_many(D, [respaced]).duplicates == (0,)
+    buffers.close()
+    # The recomputed keys were written back (atomically, as a compaction): once is enough.
+    from buffer_service.entries import KEY_SCHEME
+    from buffer_service.record_log import read_log
+
+    payloads, report = read_log(tmp_path / LOG_NAME)
+    assert not report.damaged
+    assert {p["ks"] for p in payloads if p["t"] == "add"} == {KEY_SCHEME}
+    reopened = TaskBuffers(tmp_path, seed=0)
+    assert reopened.entries(D) == buffers.entries(D)
+    assert reopened.add_many(D, [respaced]).duplicates == (0,)
+    reopened.close()
+    # An unusable record is kept for forensics: no rewrite then (keys recomputed each open).
+    with open(tmp_path / LOG_NAME, "ab") as fh:
+        fh.write(encode_record({**old, "entries": [json.loads(trip(6).model_dump_json())]}))
+        fh.write(encode_record({"t": "add", "task": "nonsense"}))
+    for _ in range(2):
+        again = TaskBuffers(tmp_path, seed=0)
+        assert again.size(D) == 3 and len(again.stats()["recovery"]["invalid_records"]) == 1
+        again.close()
