@@ -95,6 +95,12 @@ class RolloutEngine:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
             self.cores = pin_cpu_threads(self.config.cpu_threads, self.actor_index)
             engine_args["kv_cache_memory_bytes"] = self.config.kv_cache_memory_bytes
+            # No chunked prefill on CPU: a prompt prefilled in part has its sampled token
+            # discarded, and vLLM then rewinds that request's seeded generator with
+            # `Generator.set_offset`, which CPU generators do not support ("CPU Generator does
+            # not use offset"). Any batch of distinct seeded prompts longer in total than the
+            # token budget hit it. Whole-prompt scheduling needs no rewind.
+            engine_args["enable_chunked_prefill"] = False
         else:
             self.cores = []
             engine_args["tensor_parallel_size"] = self.config.tensor_parallel_size

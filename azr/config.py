@@ -57,17 +57,17 @@ class TinyModelConfig(Section):
     """Longest sequence (prompt + response) the model supports."""
     seed: int = 0
     """Seed of the random initialisation and of the tokenizer corpus shuffle."""
-    warm_start_steps: int = Field(320, ge=0)
+    warm_start_steps: int = Field(200, ge=0)
     """Supervised warm-start steps on well-formed AZR responses (0 disables the warm start)."""
     warm_start_lr: float = Field(5e-3, gt=0)
     """Learning rate of the warm start."""
     warm_start_batch_size: int = Field(8, ge=1)
-    """Sequences per warm-start step (half proposals, half solves; 4 keeps it near 2 min on 2 cores)."""
+    """Sequences per warm-start step (2 proposals, 2 induction proposals, 4 solves at 8)."""
     data_path: str | None = None
     """CRUXEval JSONL for the tokenizer corpus and the warm start (relative = to the repo root);
     None = ../shared/data/cruxeval.jsonl beside the repo."""
     warm_start_max_seconds: float = Field(1200.0, gt=0)
-    """Safety cap on the warm start's wall clock (it takes ~3 min on 2 idle cores); a capped warm
+    """Safety cap on the warm start's wall clock (200 steps take ~2 min on 2 cores); a capped warm
     start is used for this run but not cached, so the next run trains it again in full."""
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from azr.config import DEFAULT_BANNED_BUILTINS as _CONFIG_BANNED_BUILTINS
 from azr.parsing import (
     ANSWER_CLOSE,
     ANSWER_OPEN,
@@ -64,8 +65,10 @@ def _format_section(blocks: Sequence[tuple[str, str]]) -> str:
     )
 
 
-DEFAULT_BANNED_BUILTINS = ("__import__", "eval", "exec", "compile", "open", "input")
-"""Builtins named by proposer prompts when the caller gives none (ExecutorConfig has the list)."""
+DEFAULT_BANNED_BUILTINS = tuple(_CONFIG_BANNED_BUILTINS)
+"""Builtins named by proposer prompts when the caller gives none: ExecutorConfig's default list,
+so a prompt built without an executor config (the tiny model's warm start) reads exactly like
+the self-play prompt of a default config (the tiny model is sensitive to any difference)."""
 
 
 def _program_rules(

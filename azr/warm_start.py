@@ -8,7 +8,16 @@ real prompt builders, from the *train half* of CRUXEval; it is evaluated on the 
 
 Split rule (fixed): a CRUXEval record whose id number (``sample_<k>``) is even is train, odd is
 eval. Proposal targets come from the shortest train programs only: a model this small can learn
-to reproduce a small pool of short programs, not 400 long ones.
+to reproduce a small pool of short programs, not 400 long ones. The solves of those pool
+programs (and induction solves of the identity seed, the source of the first induction
+proposals) get a share of every batch of their own, so the model "knows" the programs it
+proposes, as a pretrained code model knows common ones: Monte-Carlo solves of its own proposals
+succeed sometimes, which is what makes learnability (0 < solve rate < 1) observable in a few
+self-play steps. The executor still decides every proposal and every answer.
+
+The proposer prompts are built with a default ``ExecutorConfig``'s banned modules, banned
+builtins and timeout — the same text self-play shows with a default executor config (the tiny
+model reacts to any difference in the prompt).
 
 Nothing here executes a program: CRUXEval inputs/outputs are read with `ast.literal_eval`, and
 the evaluation checks syntax (``ast.parse``) and literal-ness, never runs generated code.
@@ -26,26 +35,43 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from azr import prompts
-from azr.config import DEFAULT_BANNED_MODULES, TinyModelConfig
+from azr.config import ExecutorConfig, TinyModelConfig
 from azr.parsing import FormatError, parse_response
-from azr.tasks import IDENTITY_TRIPLET, Role, TaskType, Triplet
+from azr.tasks import IDENTITY_INDUCTION, IDENTITY_TRIPLET, Role, TaskType, Triplet
 
 log = logging.getLogger(__name__)
 
-WARM_RECIPE_VERSION = 2
+WARM_RECIPE_VERSION = 3
 NUM_REFERENCES = 2
 """References per warm-start proposer prompt (self-play uses K=6; 2 keeps sequences short)."""
 INDUCTION_INPUTS = 4
 """Inputs per warm-start induction proposal."""
-PROPOSAL_POOL = 12
+PROPOSAL_POOL = 8
 """Shortest train programs used as proposal targets and references."""
-MAX_SEQ_TOKENS = 768
+REFERENCE_DRAWS = 1
+"""Deduction/abduction proposer prompts per pool program (different reference draws)."""
+IDENTITY_INDUCTION_PROPOSALS = 4
+"""Induction proposals whose source is the identity seed (the first step's only program)."""
+IDENTITY_HINT = IDENTITY_INDUCTION.message
+GROUPS = {"propose": 2, "induce": 2, "known": 4, "general": 0}
+"""Sequences of each example group in a warm-start batch of 8 (scaled for other sizes; the
+remainder goes to "general"). Proposals matter most for self-play — a valid program must
+survive sampling, and a model this small only reproduces programs it has seen many times — and
+known solves make the Monte-Carlo solves of its own proposals succeed sometimes. The general
+train-half solves get no share at batch 8: self-play only solves programs its proposer wrote,
+and the known solves teach the answer format as well; they stay in the tokenizer corpus."""
+MAX_SEQ_TOKENS = 832
 """Examples longer than this (prompt + response) are dropped from training."""
-TIMEOUT_S = 10.0
+_EXECUTOR = ExecutorConfig()
+# Proposer prompts read exactly like self-play's with a default executor config (the tiny model
+# is sensitive to any difference): its banned modules and builtins, and its timeout.
+TIMEOUT_S = _EXECUTOR.timeout_s
 EVAL_PER_COMBO = 6
 """Greedy evaluation prompts per (task, role) from the eval half."""
 EVAL_SAMPLES = 12
@@ -72,6 +98,8 @@ class WarmExample:
     role: Role
     prompt: str
     response: str
+    group: str = "general"
+    """Which :data:`GROUPS` share it is drawn from."""
 
 
 def split_cruxeval(records: list[dict[str, str]]) -> tuple[list[Triplet], list[Triplet]]:
@@ -130,57 +158,88 @@ def _hint(triplet: Triplet) -> str:
     return f"The function takes {nargs} argument{plural} and returns a {kind}."
 
 
+def _identity_inputs(train: list[Triplet], count: int, rng: random.Random) -> list[str]:
+    """Short one-argument literal inputs taken from train triplets (for identity examples)."""
+    single = []
+    for t in train:
+        ok, args = _literal(f"({t.input},)")
+        if ok and len(args) == 1 and len(t.input) <= 40:
+            single.append(repr(args[0]))
+    single = sorted(set(single))
+    return rng.sample(single, min(count, len(single)))
+
+
 def build_examples(train: list[Triplet], *, seed: int) -> list[WarmExample]:
-    """Six (task, role) examples per train triplet (proposals from the short-program pool)."""
+    """Supervised examples in four groups (see :data:`GROUPS`).
+
+    - propose: every pool program as the target of deduction/abduction proposals;
+    - induce: induction proposals whose source is a pool program or the identity seed;
+    - known: the solves of the pool triplets and induction solves of the identity seed — the
+      programs the proposer writes or is shown — so self-play's Monte-Carlo solves of its own
+      proposals can succeed sometimes (a stand-in for a model that knows some programs);
+    - general: deduction/abduction/induction solves of every train triplet.
+    """
     rng = random.Random(seed)
-    banned = DEFAULT_BANNED_MODULES
+    banned = _EXECUTOR.banned_modules
+    builtins = _EXECUTOR.banned_builtins
     literal_inputs = [t for t in train if _literal(f"({t.input},)")[0]]
     pool = sorted(literal_inputs, key=lambda t: (len(t.program), t.program))[:PROPOSAL_POOL]
     examples = []
 
-    def add(task: TaskType, role: Role, prompt: str, **blocks: object) -> None:
+    def add(group: str, task: TaskType, role: Role, prompt: str, **blocks: object) -> None:
         response = prompts.format_response(task, role, think=_THINK[(task, role)], **blocks)
-        examples.append(WarmExample(task, role, prompt, response))
+        examples.append(WarmExample(task, role, prompt, response, group))
+
+    def solves(group: str, t: Triplet, visible: list[tuple[str, str]], hint: str) -> None:
+        add(group, TaskType.DEDUCTION, Role.SOLVE,
+            prompts.solve_deduction_prompt(t.program, t.input), output=t.output)  # fmt: skip
+        add(group, TaskType.ABDUCTION, Role.SOLVE,
+            prompts.solve_abduction_prompt(t.program, t.output), inputs=[t.input])  # fmt: skip
+        add(group, TaskType.INDUCTION, Role.SOLVE,
+            prompts.solve_induction_prompt(visible, hint), program=t.program)  # fmt: skip
 
     for target in pool:
         others = [t for t in pool if t is not target]
         for task in (TaskType.DEDUCTION, TaskType.ABDUCTION):
-            # Self-play starts from the identity triplet alone and grows its references, so
-            # the warm start shows 1..K references, often with the identity seed among them.
-            refs = rng.sample(others, rng.randint(1, NUM_REFERENCES))
-            if rng.random() < 0.5:
-                refs = [IDENTITY_TRIPLET, *refs[:-1]]
             builder = (
                 prompts.propose_deduction_prompt
                 if task == TaskType.DEDUCTION
                 else prompts.propose_abduction_prompt
             )
-            prompt = builder(refs, banned_modules=banned, timeout_s=TIMEOUT_S)
-            add(task, Role.PROPOSE, prompt, program=target.program, inputs=[target.input])
+            for _ in range(REFERENCE_DRAWS):
+                # Self-play starts from the identity triplet alone and grows its references
+                # with its own (pool-like) proposals: show 1..K references, often the seed.
+                refs = rng.sample(others, rng.randint(1, NUM_REFERENCES))
+                if rng.random() < 0.5:
+                    refs = [IDENTITY_TRIPLET, *refs[:-1]]
+                prompt = builder(
+                    refs, banned_modules=banned, banned_builtins=builtins, timeout_s=TIMEOUT_S
+                )
+                add("propose", task, Role.PROPOSE, prompt, program=target.program,
+                    inputs=[target.input])  # fmt: skip
+    # Induction proposals: the source program comes from the deduction/abduction buffers, which
+    # start with the identity seed and then fill with pool-like programs.
+    identity_inputs = _identity_inputs(train, IDENTITY_INDUCTION_PROPOSALS * INDUCTION_INPUTS, rng)
+    sources = [(t, _variants(t.input, INDUCTION_INPUTS), _hint(t)) for t in pool]
+    for k in range(IDENTITY_INDUCTION_PROPOSALS):
+        chunk = identity_inputs[k * INDUCTION_INPUTS : (k + 1) * INDUCTION_INPUTS]
+        sources.append((IDENTITY_TRIPLET, chunk, IDENTITY_HINT))
+    for source, inputs, hint in sources:
         prompt = prompts.propose_induction_prompt(
-            target.program, n_inputs=INDUCTION_INPUTS, timeout_s=TIMEOUT_S
+            source.program, n_inputs=INDUCTION_INPUTS, timeout_s=TIMEOUT_S
         )
-        inputs = _variants(target.input, INDUCTION_INPUTS)
-        add(TaskType.INDUCTION, Role.PROPOSE, prompt, inputs=inputs, message=_hint(target))
+        add("induce", TaskType.INDUCTION, Role.PROPOSE, prompt, inputs=inputs, message=hint)
+    # Known programs: the pool triplets (one visible pair: only CRUXEval's is known without
+    # running the program) and the identity seed as an induction solve (output = input).
+    for t in pool:
+        solves("known", t, [(t.input, t.output)], _hint(t))
+    half = INDUCTION_INPUTS // 2
+    for k in range(len(identity_inputs)):
+        visible = [(v, v) for v in (identity_inputs * 2)[k : k + half]]
+        prompt = prompts.solve_induction_prompt(visible, IDENTITY_HINT)
+        add("known", TaskType.INDUCTION, Role.SOLVE, prompt, program=IDENTITY_TRIPLET.program)
     for t in train:
-        add(
-            TaskType.DEDUCTION,
-            Role.SOLVE,
-            prompts.solve_deduction_prompt(t.program, t.input),
-            output=t.output,
-        )
-        add(
-            TaskType.ABDUCTION,
-            Role.SOLVE,
-            prompts.solve_abduction_prompt(t.program, t.output),
-            inputs=[t.input],
-        )
-        add(
-            TaskType.INDUCTION,
-            Role.SOLVE,
-            prompts.solve_induction_prompt([(t.input, t.output)], _hint(t)),
-            program=t.program,
-        )
+        solves("general", t, [(t.input, t.output)], _hint(t))
     rng.shuffle(examples)
     return examples
 
@@ -200,9 +259,10 @@ def ensure_warm_started(base: Path, tiny: TinyModelConfig, cache_dir: Path) -> P
     settings = tiny.model_dump(
         include={"warm_start_steps", "warm_start_lr", "warm_start_batch_size"}
     )
-    hasher = hashlib.sha256(json.dumps([WARM_RECIPE_VERSION, base.name, settings]).encode())
+    recipe = [WARM_RECIPE_VERSION, base.name, settings, GROUPS, MAX_SEQ_TOKENS]
+    hasher = hashlib.sha256(json.dumps(recipe).encode())
     for ex in examples:
-        hasher.update(ex.prompt.encode() + b"\0" + ex.response.encode() + b"\0")
+        hasher.update(f"{ex.group}\0{ex.prompt}\0{ex.response}\0".encode())
     key = "tiny-warm-" + hasher.hexdigest()[:16]
     final = cache_dir / key
     if is_complete(final):
@@ -228,22 +288,78 @@ def _encode(tokenizer, example: WarmExample) -> tuple[list[int], int]:
     return prompt_ids + response_ids, len(prompt_ids)
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread inside the block.
+
+    The model is too small for a second thread to buy much, and on shared cores (Ray actors,
+    executors, other jobs on the 2 cores here) every small op waits at a barrier for a
+    descheduled thread: two threads measured ~5x slower per warm-start step than one.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _batch_shares(batch_size: int) -> dict[str, int]:
+    """Sequences per group in one step: proportional to :data:`GROUPS`, at least one proposal."""
+    total = sum(GROUPS.values())
+    shares = {g: batch_size * w // total for g, w in GROUPS.items()}
+    shares["propose"] = max(1, shares["propose"])
+    shares["general"] += batch_size - sum(shares.values())
+    return {g: max(0, n) for g, n in shares.items()}
+
+
+def _response_loss(model, rows: list[tuple[list[int], int]], pad_id: int):
+    """Summed cross-entropy of the response tokens of `rows` (right-padded into one tensor).
+
+    The LM head runs on the response positions only: prompts are most of every sequence
+    (proposer prompts are ~90 %), and the vocabulary projection of their hidden states would be
+    a quarter of the step's compute for no loss.
+    """
+    import torch
+
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    row_index, positions, targets = [], [], []
+    for row, (ids, start) in enumerate(rows):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = 1
+        # Position p predicts token p + 1: responses ids[start:] from positions start-1 .. end-2.
+        row_index += [row] * (len(ids) - start)
+        positions += range(start - 1, len(ids) - 1)
+        targets += ids[start:]
+    hidden = model.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    logits = model.lm_head(hidden[torch.tensor(row_index), torch.tensor(positions)])
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor(targets), reduction="sum")
+    return loss, len(targets)
+
+
 def train_and_save(
     base: Path, out: Path, examples: list[WarmExample], tiny: TinyModelConfig
 ) -> dict:
-    """AdamW on the response tokens (prompt tokens masked), then save model + tokenizer to `out`."""
+    """AdamW on the response tokens (prompt tokens masked), then save model + tokenizer to `out`.
+
+    Each step draws its sequences from the example groups by :data:`GROUPS`; proposals (long
+    prompts) and solves (short ones) are padded separately, so solves do not pay for the width
+    of proposer prompts. The loss is the token mean over the step's response tokens.
+    """
     import torch
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    # Proposals are few (one pool) but matter most for self-play (a valid program must survive
-    # temperature-1 sampling): three quarters of every batch.
-    kept = [(ex.role, _encode(tokenizer, ex)) for ex in examples]
-    kept = [(role, e) for role, e in kept if len(e[0]) <= MAX_SEQ_TOKENS]
-    proposals = [e for role, e in kept if role == Role.PROPOSE]
-    solves = [e for role, e in kept if role == Role.SOLVE]
+    encoded = [(ex.group, _encode(tokenizer, ex)) for ex in examples]
+    kept = [(group, e) for group, e in encoded if len(e[0]) <= MAX_SEQ_TOKENS]
+    by_group = {g: [e for group, e in kept if group == g] for g in GROUPS}
+    shares = _batch_shares(tiny.warm_start_batch_size)
     torch.manual_seed(tiny.seed)
     rng = random.Random(tiny.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tiny.warm_start_lr, weight_decay=0.01)
@@ -258,38 +374,37 @@ def train_and_save(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     model.train()
     started, losses, done = time.perf_counter(), [], 0
-    for step in (bar := tqdm(range(steps), desc="warm start", unit="step")):
-        share = (tiny.warm_start_batch_size * 3) // 4
-        batch = rng.sample(proposals, min(share, len(proposals)))
-        batch += rng.sample(solves, min(tiny.warm_start_batch_size - len(batch), len(solves)))
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id)
-        labels = torch.full((len(batch), width), -100)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (ids, start) in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            labels[row, start : len(ids)] = torch.tensor(ids[start:])
-            mask[row, : len(ids)] = 1
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-        done = step + 1
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        if time.perf_counter() - started > tiny.warm_start_max_seconds:
-            log.warning("warm start stopped at step %d: time cap reached", done)
-            break
+    with one_thread():
+        for step in (bar := tqdm(range(steps), desc="warm start", unit="step")):
+            drawn = {
+                g: rng.sample(by_group[g], min(n, len(by_group[g]))) for g, n in shares.items()
+            }
+            chunks = [drawn["propose"], drawn["induce"], drawn["known"] + drawn["general"]]
+            chunks = [rows for rows in chunks if rows]
+            parts = [_response_loss(model, rows, tokenizer.pad_token_id) for rows in chunks]
+            tokens = sum(n for _, n in parts)
+            loss = sum(part for part, _ in parts) / max(1, tokens)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            done = step + 1
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if time.perf_counter() - started > tiny.warm_start_max_seconds:
+                log.warning("warm start stopped at step %d: time cap reached", done)
+                break
     model.eval()
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    seconds = time.perf_counter() - started
     return {
         "steps": done,
         "capped": done < steps,
-        "seconds": round(time.perf_counter() - started, 1),
-        "examples": len(kept),
+        "seconds": round(seconds, 1),
+        "steps_per_second": round(done / max(seconds, 1e-9), 2),
+        "examples": {g: len(rows) for g, rows in by_group.items()},
         "loss_first": losses[0] if losses else None,
         "loss_last": sum(losses[-10:]) / max(1, len(losses[-10:])),
     }
@@ -359,7 +474,7 @@ def evaluate(
         texts = [prompts.render_chat(tokenizer, ex.prompt) for ex in batch]
         enc = tokenizer(texts, return_tensors="pt", padding=True)
         torch.manual_seed(seed)
-        with torch.no_grad():
+        with torch.no_grad(), one_thread():
             out = model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,
@@ -408,12 +523,12 @@ def _block_of(response: str, task: TaskType, role: Role) -> str:
 
 
 def main() -> None:
-    """Build (or reuse) the default tiny model and print its warm-start report."""
-    from azr.config import ModelConfig
+    """Build (or reuse) the tiny model of configs/tiny.yaml and print its warm-start report."""
+    from azr.config import load_config
     from azr.tiny_model import ensure_model
 
     logging.basicConfig(level=logging.INFO)
-    path = ensure_model(ModelConfig())
+    path = ensure_model(load_config().model)  # configs/tiny.yaml: the model `make run` uses
     print(path)
     print((path / "warm_start.json").read_text())
 

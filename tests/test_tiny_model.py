@@ -15,9 +15,15 @@ import pytest
 import torch
 
 from azr import warm_start
-from azr.config import ModelConfig, TinyModelConfig
+from azr.config import ModelConfig, TinyModelConfig, load_config
 from azr.parsing import FormatError, normalize_block, parse_response
-from azr.prompts import render_chat
+from azr.prompts import (
+    propose_abduction_prompt,
+    propose_deduction_prompt,
+    propose_induction_prompt,
+    render_chat,
+)
+from azr.tasks import IDENTITY_PROGRAM, IDENTITY_TRIPLET, Role, TaskType
 from azr.tiny_model import (
     IM_END,
     IM_START,
@@ -28,6 +34,7 @@ from azr.tiny_model import (
     load_cruxeval,
 )
 
+REPO = Path(__file__).resolve().parent.parent
 SMALL = TinyModelConfig(
     vocab_size=1024,
     hidden_size=64,
@@ -132,13 +139,45 @@ def test_warm_start_data_split_and_well_formed():
     examples = warm_start.build_examples(train, seed=0)
     combos = {(ex.task, ex.role) for ex in examples}
     assert combos == set(warm_start.COMBOS)
-    train_programs = {normalize_block("python", t.program) for t in train}
+    assert {ex.group for ex in examples} == set(warm_start.GROUPS)
+    # Programs the model learns to write all come from the train half (or are the AZR seed).
+    known_programs = {normalize_block("python", t.program) for t in train} | {IDENTITY_PROGRAM}
     for ex in examples:
         parsed = parse_response(ex.response, ex.task, ex.role)
         assert not isinstance(parsed, FormatError)
-        # Programs the model learns to write all come from the train half.
-        assert parsed.program is None or parsed.program in train_programs
+        assert parsed.program is None or parsed.program in known_programs
     assert warm_start.build_examples(train, seed=0) == examples
+
+
+def test_warm_start_prompts_read_like_self_play_of_the_tiny_config():
+    """The tiny model is prompt-sensitive: the proposer prompts of configs/tiny.yaml's self-play
+    carry the same rules text (banned modules and builtins, timeout) as the warm start's, and the
+    first induction prompt (the identity seed's) is a warm-start prompt verbatim."""
+    config = load_config(REPO / "configs" / "tiny.yaml")
+    ex = config.executor
+    records = load_cruxeval(cruxeval_path(SMALL))
+    train, _ = warm_start.split_cruxeval(records)
+    examples = warm_start.build_examples(train, seed=0)
+
+    def rules(prompt: str) -> str:
+        return prompt[prompt.index("## Rules for the program") :]
+
+    for task, builder in (
+        (TaskType.DEDUCTION, propose_deduction_prompt),
+        (TaskType.ABDUCTION, propose_abduction_prompt),
+    ):
+        self_play = builder(
+            [IDENTITY_TRIPLET],
+            banned_modules=ex.banned_modules,
+            banned_builtins=ex.banned_builtins,
+            timeout_s=ex.timeout_s,
+        )
+        trained = {rules(e.prompt) for e in examples if (e.task, e.role) == (task, Role.PROPOSE)}
+        assert trained == {rules(self_play)}, task
+    induction = propose_induction_prompt(
+        IDENTITY_PROGRAM, n_inputs=config.selfplay.induction_inputs, timeout_s=ex.timeout_s
+    )
+    assert induction in {e.prompt for e in examples}
 
 
 @pytest.mark.slow
