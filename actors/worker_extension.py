@@ -14,9 +14,29 @@ side is verified by tests/test_learner_gpu.py).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 import torch
+
+RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
+
+
+class ExpectedReloadGaps(logging.Filter):
+    """Drops vLLM's "<Layer>: Failed to load weights" for layers a checkpoint never holds:
+    rotary embeddings (computed caches) and, in a tied model, the lm_head (it shares the
+    embedding's weight; `_azr_retie_embeddings` refreshes it). Any other layer still warns."""
+
+    def __init__(self, tied: bool) -> None:
+        super().__init__()
+        self.tied = tied
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "%s: Failed to load weights" or not record.args:
+            return True
+        layer = str(record.args[0])
+        expected = layer.endswith("RotaryEmbedding") or (self.tied and layer == "ParallelLMHead")
+        return not expected
 
 
 class WeightSyncExtension:
@@ -24,6 +44,12 @@ class WeightSyncExtension:
 
     def azr_reload_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> int:
         """Load HF-named tensors in place; returns how many tensors were loaded."""
+        if not getattr(self, "_azr_reload_filter", None):
+            config = getattr(self.model_runner.model, "config", None)  # type: ignore[attr-defined]
+            self._azr_reload_filter = ExpectedReloadGaps(
+                bool(getattr(config, "tie_word_embeddings", False))
+            )
+            logging.getLogger(RELOAD_LOGGER).addFilter(self._azr_reload_filter)
         counted: list[str] = []
 
         def counting() -> Iterable[tuple[str, torch.Tensor]]:

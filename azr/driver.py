@@ -68,8 +68,28 @@ def seed_buffers(config: AZRConfig, runner: StepRunner, store, tasks: list[TaskT
     console.print(f"[yellow]seeding stopped after {config.buffer.seed_max_rounds} rounds[/]")
 
 
+def claim_run_dir(config: AZRConfig) -> AZRConfig:
+    """The config of a new run, renamed ``<run_name>-2``, ``-3`` ... if its run directory
+    already holds a run: reusing it would reload that run's durable buffers into this one and
+    append to its metrics, and clearing it would destroy it."""
+    name, n = config.run_name, 1
+    while (Path(config.output_dir) / name).exists() and any(
+        (Path(config.output_dir) / name).iterdir()
+    ):
+        n += 1
+        name = f"{config.run_name}-{n}"
+    if name != config.run_name:
+        console.print(f"[yellow]{config.run_dir} holds an earlier run: this run is {name}[/]")
+    return config.model_copy(update={"run_name": name})
+
+
 def train(config: AZRConfig, resume: str | Path | None = None) -> dict[str, object]:
-    """Run self-play; returns a summary. Ctrl-C stops cleanly after writing a checkpoint."""
+    """Run self-play; returns a summary. Ctrl-C stops cleanly after writing a checkpoint.
+
+    A new run (no ``resume``) never reuses the directory of an earlier one (`claim_run_dir`).
+    """
+    if resume is None:
+        config = claim_run_dir(config)
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(config))

@@ -8,11 +8,13 @@ gradients in backward. Gradient reduction is set to SUM (not FSDP's default mean
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import socket
 import time
 import warnings
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -41,6 +43,15 @@ from learner.weight_buckets import split_into_buckets
 
 FULL_CPU = StateDictOptions(full_state_dict=True, cpu_offload=True)
 FULL_BROADCAST = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+
+
+@contextlib.contextmanager
+def quiet_zero_copy_puts() -> Iterator[None]:
+    """Silence Ray's warning, on every zero-copy ``ray.put``, that the tensors must not change:
+    ``ray.put`` copies them into the object store, and receivers only read (`worker_env`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Zero-copy tensor serialization")
+        yield
 
 
 def resolve_device(setting: str) -> str:
@@ -239,7 +250,8 @@ class LearnerWorker:
         if self.rank == 0:
             self._own_shards = shards  # rank 0 reads its own shards in place
             return None
-        return ray.put(shards)
+        with quiet_zero_copy_puts():
+            return ray.put(shards)
 
     def buckets_from_shards(
         self, shard_refs: list[ray.ObjectRef | None], bucket_bytes: int
@@ -259,9 +271,10 @@ class LearnerWorker:
         start = time.perf_counter()
         refs, total = [], 0
         if self.rank == 0:
-            for bucket in split_into_buckets(state, bucket_bytes):
-                total += sum(t.numel() * t.element_size() for t in bucket.values())
-                refs.append(ray.put(bucket))
+            with quiet_zero_copy_puts():
+                for bucket in split_into_buckets(state, bucket_bytes):
+                    total += sum(t.numel() * t.element_size() for t in bucket.values())
+                    refs.append(ray.put(bucket))
         return refs, total, {"gather_s": gather_s, "put_s": time.perf_counter() - start}
 
     def nccl_connect(self, master_address: str, master_port: int, world_size: int) -> None:

@@ -6,6 +6,7 @@ test; tests that change weights run last and bump the version monotonically.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import ray
 import torch
 
 from actors.group import RolloutGroup, split_evenly
+from actors.worker_extension import ExpectedReloadGaps
 from azr.config import ModelConfig, RolloutConfig, SamplingConfig, TinyModelConfig
 from azr.tiny_model import ensure_model
 
@@ -115,6 +117,22 @@ def buckets(state: dict[str, torch.Tensor], count: int) -> list[ray.ObjectRef]:
 def test_split_evenly_covers_in_order():
     assert split_evenly(5, 2) == [(0, 3), (3, 5)]
     assert split_evenly(1, 3) == [(0, 1), (1, 1), (1, 1)]
+
+
+@pytest.mark.parametrize(
+    ("layer", "tied", "shown"),
+    [
+        ("RotaryEmbedding", False, False),  # computed, never in a checkpoint
+        ("ParallelLMHead", True, False),  # tied: shares the embedding, re-tied after reload
+        ("ParallelLMHead", False, True),  # untied: its weight should have come
+        ("QKVParallelLinear", True, True),
+    ],
+)
+def test_reload_log_hides_only_layers_no_checkpoint_holds(layer, tied, shown):
+    record = logging.LogRecord(
+        "vllm", logging.WARNING, __file__, 1, "%s: Failed to load weights", (layer,), None
+    )
+    assert ExpectedReloadGaps(tied).filter(record) is shown
 
 
 def test_engine_runs_pinned_in_process(group: RolloutGroup):

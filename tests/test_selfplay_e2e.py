@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from azr.config import load_config
-from azr.driver import train
+from azr.driver import claim_run_dir, train
 
 pytestmark = pytest.mark.slow
 
@@ -94,3 +94,17 @@ def test_async_mode_overlaps_update_and_admits_one_version_old_samples(tmp_path)
     assert records[2]["learner_result/staleness_max"] == 1
     assert records[2]["learner_result/dropped_stale"] == 0
     assert records[2]["learner_result/admitted"] > 0
+
+
+def test_a_new_run_never_reuses_an_earlier_runs_directory(tmp_path):
+    """Reusing it would reload the earlier run's durable buffers into the new one."""
+    config = _config(tmp_path, "tiny")
+    assert claim_run_dir(config).run_dir == tmp_path / "tiny"  # nothing there yet
+    (tmp_path / "tiny").mkdir()
+    assert claim_run_dir(config).run_dir == tmp_path / "tiny"  # empty: free to use
+    (tmp_path / "tiny" / "buffer").mkdir()
+    (tmp_path / "tiny-2").mkdir()
+    (tmp_path / "tiny-2" / "metrics.jsonl").write_text("{}\n")
+    claimed = claim_run_dir(config)
+    assert claimed.run_name == "tiny-3" and claimed.run_dir == tmp_path / "tiny-3"
+    assert claimed.selfplay == config.selfplay  # only the name changes
