@@ -115,10 +115,10 @@ def load_cruxeval(path: Path) -> list[dict[str, str]]:
 def tokenizer_corpus(tiny: TinyModelConfig) -> list[str]:
     """Texts the tokenizer is trained on: CRUXEval programs/IO plus generated AZR responses.
 
-    The AZR part comes from `azr.warm_start.corpus_texts` (prompt builders and response renderer),
+    The AZR part comes from `azr.warm_start_data.corpus_texts` (prompt builders and response renderer),
     so prompt wording and response markup become short token sequences.
     """
-    from azr.warm_start import corpus_texts
+    from azr.warm_start_data import corpus_texts
 
     records = load_cruxeval(cruxeval_path(tiny))
     texts = [r["code"] for r in records] + [f"f({r['input']}) == {r['output']}" for r in records]

@@ -50,7 +50,7 @@ SCRAPE_WAIT_S = 60
 AGENT_WAIT_S = 90
 AF_UNIX_PATH_MAX = 107  # sun_path holds 108 bytes, the last a NUL
 SOCKET_PATH_TAIL = (
-    "/obs-XXXXXXXX/ray/session_2026-11-25_20-45-12_345678_4194304/sockets/plasma_store"
+    "/obs-k3j9x2qa/ray/session_2026-11-25_20-45-12_345678_4194304/sockets/plasma_store"
 )
 
 
@@ -268,7 +268,7 @@ def render_prometheus_config(discovery_file: Path, out: Path) -> Path:
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
     base = Path(os.environ.get("RAY_TMPDIR") or REPO_ROOT / ".scratch" / "ray")
-    # Ray's socket paths (<dir>/obs-XXXXXXXX/ray/session_<date>_<pid>/sockets/plasma_store)
+    # Ray's socket paths (<dir>/obs-<8 chars>/ray/session_<date>_<pid>/sockets/plasma_store)
     # must fit AF_UNIX's 107 bytes; a deep checkout (CI clones under /check/...) leaves too
     # little room under .scratch, so the head's directory moves to /tmp there.
     if len(str(base)) + len(SOCKET_PATH_TAIL) > AF_UNIX_PATH_MAX:

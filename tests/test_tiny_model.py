@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from azr import warm_start
+from azr import warm_start, warm_start_data
 from azr.config import ModelConfig, TinyModelConfig, load_config
 from azr.parsing import FormatError, normalize_block, parse_response
 from azr.prompts import (
@@ -133,20 +133,20 @@ def test_model_path_is_validated(tmp_path: Path, base_dir: Path):
 
 def test_warm_start_data_split_and_well_formed():
     records = load_cruxeval(cruxeval_path(SMALL))
-    train, held_out = warm_start.split_cruxeval(records)
+    train, held_out = warm_start_data.split_cruxeval(records)
     assert len(train) + len(held_out) == sum(1 for r in records if r["input"].strip())
     assert not {t.program for t in train} & {t.program for t in held_out}
-    examples = warm_start.build_examples(train, seed=0)
+    examples = warm_start_data.build_examples(train, seed=0)
     combos = {(ex.task, ex.role) for ex in examples}
-    assert combos == set(warm_start.COMBOS)
-    assert {ex.group for ex in examples} == set(warm_start.GROUPS)
+    assert combos == set(warm_start_data.COMBOS)
+    assert {ex.group for ex in examples} == set(warm_start_data.GROUPS)
     # Programs the model learns to write all come from the train half (or are the AZR seed).
     known_programs = {normalize_block("python", t.program) for t in train} | {IDENTITY_PROGRAM}
     for ex in examples:
         parsed = parse_response(ex.response, ex.task, ex.role)
         assert not isinstance(parsed, FormatError)
         assert parsed.program is None or parsed.program in known_programs
-    assert warm_start.build_examples(train, seed=0) == examples
+    assert warm_start_data.build_examples(train, seed=0) == examples
 
 
 def test_warm_start_prompts_read_like_self_play_of_the_tiny_config():
@@ -156,8 +156,8 @@ def test_warm_start_prompts_read_like_self_play_of_the_tiny_config():
     config = load_config(REPO / "configs" / "tiny.yaml")
     ex = config.executor
     records = load_cruxeval(cruxeval_path(SMALL))
-    train, _ = warm_start.split_cruxeval(records)
-    examples = warm_start.build_examples(train, seed=0)
+    train, _ = warm_start_data.split_cruxeval(records)
+    examples = warm_start_data.build_examples(train, seed=0)
 
     def rules(prompt: str) -> str:
         return prompt[prompt.index("## Rules for the program") :]
@@ -193,7 +193,7 @@ def test_warm_start_trains_caches_and_reports(tmp_path: Path, monkeypatch):
     report = json.loads((path / "warm_start.json").read_text())
     assert report["steps"] == 12 and not report["capped"]
     assert report["loss_last"] < report["loss_first"]
-    for task, role in warm_start.COMBOS:
+    for task, role in warm_start_data.COMBOS:
         assert 0.0 <= report["eval"][f"format_valid/{task}/{role}"] <= 1.0
     assert 0.0 <= report["eval"]["proposal_valid_program_rate"] <= 1.0
     base = build_tiny_base(SMALL, tmp_path)
