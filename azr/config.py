@@ -194,6 +194,10 @@ class BufferConfig(Section):
     max_entry_chars: int = Field(100_000, ge=1_000)
     """Sanity cap on one entry's total text (program, inputs, outputs, message); larger entries are
     rejected as `entry_too_large` (the executor's own limits decide which tasks are valid)."""
+    key_workers: int = Field(1, ge=0)
+    """Helper processes that compute the dedup keys of a large batch alongside the buffer (parsing and
+    compiling each program is > 90 % of an add's cost); idle between adds, not reserved as Ray CPUs.
+    0 = all in the buffer's process."""
 
 
 class LearnerConfig(Section):

@@ -35,10 +35,20 @@ class BufferActor:
     """Ray actor serving the deduction, abduction and induction buffers (one call at a time)."""
 
     def __init__(
-        self, store_dir: str, *, seed: int, max_size: int | None, max_entry_chars: int
+        self,
+        store_dir: str,
+        *,
+        seed: int,
+        max_size: int | None,
+        max_entry_chars: int,
+        key_workers: int = 0,
     ) -> None:
         self._buffers = TaskBuffers(
-            store_dir, seed=seed, max_size=max_size, max_entry_chars=max_entry_chars
+            store_dir,
+            seed=seed,
+            max_size=max_size,
+            max_entry_chars=max_entry_chars,
+            key_workers=key_workers,
         )
         self._metrics = BufferMetrics()
         self._metrics.record_recovery(self._buffers.recovery)
@@ -115,6 +125,10 @@ class BufferActor:
         """The worker process id (operations and crash tests)."""
         return os.getpid()
 
+    def key_worker_pids(self) -> list[int]:
+        """Process ids of the running dedup-key helpers (operations and crash tests)."""
+        return self._buffers.key_worker_pids()
+
 
 def create_buffer_actor(
     config: BufferConfig,
@@ -147,4 +161,5 @@ def create_buffer_actor(
         seed=seed,
         max_size=config.max_size,
         max_entry_chars=config.max_entry_chars,
+        key_workers=config.key_workers,
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from azr.tasks import IDENTITY_INDUCTION, IDENTITY_TRIPLET, TaskType
 from buffer_service.entries import KEY_SCHEME, BufferEntry, batch_keys
+from buffer_service.key_pool import KeyPool
 from buffer_service.record_log import RecordLog, read_log, write_log_atomically
 from buffer_service.records import (
     SEED_REQUEST_ID,
@@ -55,7 +56,8 @@ class TaskBuffers:
 
     ``store_dir`` holds the log; a new store is seeded with the identity triplet
     (deduction, abduction) and the identity induction task, all at step 0. ``max_size``
-    caps each buffer (None = unbounded); ``seed`` makes sampling reproducible.
+    caps each buffer (None = unbounded); ``seed`` makes sampling reproducible;
+    ``key_workers`` helper processes share the dedup keys of large batches (:class:`KeyPool`).
     """
 
     def __init__(
@@ -65,12 +67,14 @@ class TaskBuffers:
         seed: int,
         max_size: int | None = None,
         max_entry_chars: int = 100_000,
+        key_workers: int = 0,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.max_size = max_size
         self.seed = seed
         self.max_entry_chars = max_entry_chars
         self._log, payloads, self.recovery = RecordLog.open(self.store_dir / LOG_NAME)
+        self._keys = KeyPool(key_workers)
         self._reset(payloads)
         if not payloads:  # a new store (or one with nothing intact left: reported above)
             self._seed_identity()
@@ -167,7 +171,7 @@ class TaskBuffers:
         rejected: list[tuple[int, str]] = []
         step = -1
         for i, (entry, (key, reason)) in enumerate(
-            zip(entries, batch_keys(task, entries, self.max_entry_chars), strict=True)
+            zip(entries, self._keys.batch_keys(task, entries, self.max_entry_chars), strict=True)
         ):
             if key is None:
                 rejected.append((i, str(reason)))
@@ -332,6 +336,11 @@ class TaskBuffers:
         for task in TaskType:
             self._rngs[task].setstate(rng_states[task])
 
+    def key_worker_pids(self) -> list[int]:
+        """Process ids of the running dedup-key helpers (:meth:`KeyPool.pids`)."""
+        return self._keys.pids()
+
     def close(self) -> None:
-        """Close the store (everything acknowledged is already on disk)."""
+        """Close the store (everything acknowledged is already on disk) and stop the key helpers."""
+        self._keys.close()
         self._log.close()

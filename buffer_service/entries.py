@@ -260,7 +260,7 @@ def entry_key(task: TaskType, entry: object, max_entry_chars: int) -> str:
     if task is TaskType.INDUCTION:
         _check_provenance(task, entry)
         return _induction_key(task, entry, max_entry_chars)
-    program, inp, out = _triplet_texts(task, entry, max_entry_chars)
+    program, inp, out = triplet_texts(task, entry, max_entry_chars)
     fingerprint = program_fingerprint(program)
     form = input_form(inp)
     check_output(out)
@@ -281,8 +281,9 @@ def _check_provenance(task: TaskType, entry: object) -> None:
         raise EntryRejected("negative_step_or_version")
 
 
-def _triplet_texts(task: TaskType, entry: object, max_entry_chars: int) -> tuple[str, str, str]:
-    """The checks of a triplet that need no parsing; returns (program, input, output)."""
+def triplet_texts(task: TaskType, entry: object, max_entry_chars: int) -> tuple[str, str, str]:
+    """The checks of a triplet that need no parsing (type, provenance, size); returns its
+    (program, input, output) texts or raises EntryRejected."""
     _check_provenance(task, entry)
     assert isinstance(entry, Triplet)
     program, inp, out = entry.program, entry.input, entry.output
@@ -330,26 +331,44 @@ def batch_keys(
     """
     entries = list(entries)
     out: list[tuple[str | None, str | None]] = [(None, None)] * len(entries)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if task is TaskType.INDUCTION:  # few per step, several inputs each: one by one
+    if task is TaskType.INDUCTION:  # few per step, several inputs each: one by one
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             for i, entry in enumerate(entries):
                 try:
                     out[i] = (entry_key(task, entry, max_entry_chars), None)
                 except EntryRejected as exc:
                     out[i] = (None, exc.reason)
-            return out
-        texts: dict[int, tuple[str, str, str]] = {}
-        for i, entry in enumerate(entries):
-            try:
-                texts[i] = _triplet_texts(task, entry, max_entry_chars)
-            except EntryRejected as exc:
-                out[i] = (None, exc.reason)
-        fingerprints = _pass(texts, 0, program_fingerprint, out)
-        forms = _pass(texts, 1, input_form, out)
-        _pass(texts, 2, check_output, out)
-        for i in texts:
-            out[i] = (_digest(task.value, fingerprints[i], forms[i]), None)
+        return out
+    texts: dict[int, tuple[str, str, str]] = {}
+    for i, entry in enumerate(entries):
+        try:
+            texts[i] = triplet_texts(task, entry, max_entry_chars)
+        except EntryRejected as exc:
+            out[i] = (None, exc.reason)
+    for i, result in zip(texts, text_keys(task, list(texts.values())), strict=True):
+        out[i] = result
+    return out
+
+
+def text_keys(
+    task: TaskType, texts: list[tuple[str, str, str]]
+) -> list[tuple[str | None, str | None]]:
+    """``(key, None)`` or ``(None, reason)`` per deduction/abduction triplet given as the
+    (program, input, output) texts :func:`triplet_texts` returned; compiler warnings silenced.
+
+    Plain strings in, plain strings out: this is what a key process of
+    :class:`~buffer_service.key_pool.KeyPool` runs.
+    """
+    out: list[tuple[str | None, str | None]] = [(None, None)] * len(texts)
+    remaining = dict(enumerate(texts))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fingerprints = _pass(remaining, 0, program_fingerprint, out)
+        forms = _pass(remaining, 1, input_form, out)
+        _pass(remaining, 2, check_output, out)
+    for i in remaining:
+        out[i] = (_digest(task.value, fingerprints[i], forms[i]), None)
     return out
 
 

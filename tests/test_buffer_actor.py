@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.request
 
+import psutil
 import pytest
 import ray
 from ray.exceptions import RayActorError
@@ -128,18 +129,31 @@ def _stream_adds(actor, batches, acknowledged: dict, failures: list) -> None:
                 time.sleep(0.02)
 
 
+def _running(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.add(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
 def test_hard_kill_loses_no_acknowledged_add_and_retries_do_not_duplicate(ray_cluster, tmp_path):
-    actor = create_buffer_actor(BufferConfig(), tmp_path, seed=0)
-    batches = [(f"b{b}", [trip(b * 100 + i) for i in range(50)]) for b in range(60)]
+    actor = create_buffer_actor(BufferConfig(key_workers=1), tmp_path, seed=0)
+    # Batches large enough for the dedup-key helpers (KeyPool.MIN_PARALLEL_BATCH).
+    batches = [(f"b{b}", [trip(b * 100 + i) for i in range(80)]) for b in range(60)]
     acknowledged: dict[str, AddResult] = {}
     failures: list[str] = []
     client = threading.Thread(target=_stream_adds, args=(actor, batches, acknowledged, failures))
     client.start()
-    pids = set()
+    pids, helpers = set(), set()
     for kill_after in (10, 30):  # two hard kills while the stream is running
         while len(acknowledged) < kill_after and client.is_alive():
             time.sleep(0.005)
         pid = ray.get(actor.pid.remote())
+        helpers.update(ray.get(actor.key_worker_pids.remote()))
         pids.add(pid)
         os.kill(pid, signal.SIGKILL)
     client.join(timeout=120)
@@ -155,6 +169,12 @@ def test_hard_kill_loses_no_acknowledged_add_and_retries_do_not_duplicate(ray_cl
         assert result.added == len(batch) and not result.duplicates, (rid, result)
     assert ray.get(actor.pid.remote()) not in pids  # it really was restarted
     assert failures, "the kills never interrupted a call: nothing was retried"
+    # The killed actors' dedup-key helpers died with them (no orphan keeps running).
+    assert helpers
+    deadline = time.monotonic() + 20
+    while _running(helpers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(helpers)
     print(
         f"retried calls: {failures}; replayed: {[r for r, a in acknowledged.items() if a.replayed]}"
     )

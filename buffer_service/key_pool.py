@@ -1,0 +1,125 @@
+"""KeyPool: the dedup keys of a large batch, computed in parallel processes.
+
+A key means parsing and compiling model-written source (:mod:`buffer_service.entries`):
+~50 us per CRUXEval-sized entry, over 90 % of what an add costs, and CPU-bound Python that
+holds the GIL, so threads cannot share it. A batch of deduction or abduction triplets is
+therefore cut into ``workers + 1`` contiguous chunks: the buffer's own process computes the
+first while ``workers`` helper processes compute the others. The result is exactly that of
+:func:`~buffer_service.entries.batch_keys` (same code, same interpreter; keys do not depend on
+the hash seed). Induction batches (a few tasks per step) and small batches stay in process.
+
+What crosses to a helper is plain text and what comes back is plain keys and reasons; the
+helpers only parse and compile, never execute. Helpers are forked from a ``forkserver`` that
+imported only :mod:`buffer_service.entries` (not the Ray worker around the buffer), and they
+die with it, as it dies with the buffer's process: a killed buffer actor leaves no helper
+behind. A helper that dies mid-batch (a parser crash on a hostile text) costs nothing but time:
+its chunk is recomputed in process and the pool is started afresh for the next batch. The
+helpers start with the first large batch (~0.5 s, once).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from azr.tasks import TaskType
+from buffer_service import entries
+from buffer_service.entries import EntryRejected, batch_keys, text_keys, triplet_texts
+
+log = logging.getLogger(__name__)
+
+MIN_PARALLEL_BATCH = 64
+"""Smaller batches stay in process: shipping a chunk costs ~1 ms, more than it saves."""
+
+_PR_SET_PDEATHSIG = 1
+
+Keys = list[tuple[str | None, str | None]]
+
+
+class KeyPool:
+    """Dedup keys of batches, computed by this process and ``workers`` helper processes."""
+
+    def __init__(self, workers: int) -> None:
+        if workers < 0:
+            raise ValueError(f"key workers must be >= 0, got {workers}")
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def batch_keys(self, task: TaskType, batch: list[object], max_entry_chars: int) -> Keys:
+        """The same list as :func:`~buffer_service.entries.batch_keys`."""
+        if not self.workers or task is TaskType.INDUCTION or len(batch) < MIN_PARALLEL_BATCH:
+            return batch_keys(task, batch, max_entry_chars)
+        out: Keys = [(None, None)] * len(batch)
+        index: list[int] = []
+        texts: list[tuple[str, str, str]] = []
+        for i, entry in enumerate(batch):
+            try:
+                texts.append(triplet_texts(task, entry, max_entry_chars))
+                index.append(i)
+            except EntryRejected as exc:
+                out[i] = (None, exc.reason)
+        size = -(-len(texts) // (self.workers + 1))
+        chunks = [texts[start : start + size] for start in range(0, len(texts), size)]
+        futures = [self._submit(task, chunk) for chunk in chunks[1:]]
+        keys = text_keys(task, chunks[0]) if chunks else []
+        for chunk, future in zip(chunks[1:], futures, strict=True):
+            keys += self._result(future, task, chunk)
+        for i, key in zip(index, keys, strict=True):
+            out[i] = key
+        return out
+
+    def pids(self) -> list[int]:
+        """Process ids of the running helpers (operations and tests)."""
+        processes = getattr(self._pool, "_processes", None) or {}
+        return sorted(processes)
+
+    def close(self) -> None:
+        """Stop the helpers (idempotent)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _start(self) -> None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([entries.__name__])
+        self._pool = ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_die_with_parent
+        )
+
+    def _submit(self, task: TaskType, chunk: list[tuple[str, str, str]]) -> Future | None:
+        try:
+            if self._pool is None:
+                self._start()
+            assert self._pool is not None
+            return self._pool.submit(text_keys, task, chunk)
+        except Exception as exc:  # a broken pool refuses work: compute in process
+            self._discard(exc)
+            return None
+
+    def _result(self, future: Future | None, task: TaskType, chunk: list) -> Keys:
+        if future is not None:
+            try:
+                return future.result()
+            except Exception as exc:  # BrokenProcessPool: a helper died mid-chunk
+                self._discard(exc)
+        return text_keys(task, chunk)
+
+    def _discard(self, exc: BaseException) -> None:
+        log.warning(
+            "dedup-key helper failed (%s: %s); computing in process", type(exc).__name__, exc
+        )
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def _die_with_parent() -> None:
+    """Helper initialiser: die when the forkserver does (which exits with our owner)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:  # the parent was gone before the signal was armed
+        os._exit(1)
