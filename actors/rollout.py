@@ -239,9 +239,11 @@ class RolloutEngine:
         if not tensors:
             raise ValueError("update_weights got no tensors")
         nbytes = sum(t.numel() * t.element_size() for _, t in tensors)
+        fetched = time.perf_counter()
         loaded = self.llm.collective_rpc("azr_reload_weights", args=(iter(tensors),))[0]
         self.llm.reset_prefix_cache()
-        return self._finish_update(version, loaded, nbytes, started)
+        result = self._finish_update(version, loaded, nbytes, started)
+        return {**result, "fetch_s": fetched - started}
 
     def init_weight_group_nccl(
         self, master_address: str, master_port: int, rank_offset: int, world_size: int

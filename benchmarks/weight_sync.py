@@ -111,13 +111,14 @@ def main() -> None:
                 RolloutConfig(device="cpu", dtype="float32", kv_cache_memory_bytes=64 << 20),
             )
         console.print(f"model: {total / 1e6:.1f} MB fp32, {len(state)} tensors, W={args.workers}")
-        syncs, learner_side, rollout_side, gathers, puts = [], [], [], [], []
+        syncs, learner_side, rollout_side, gathers, puts, fetches = [], [], [], [], [], []
         for version in range(1, args.repeats + 2):
             result = learner.sync_weights(rollout, version)
             if version == 1:
                 continue  # warm-up: first object-store allocations, first reload
             syncs.append(result["seconds"])
             rollout_side.append(result["rollout"][0]["seconds"])
+            fetches.append(result["rollout"][0]["fetch_s"])
             learner_side.append(result["seconds"] - rollout_side[-1])
             gathers.append(result["gather_s"])
             puts.append(result["put_s"])
@@ -133,8 +134,12 @@ def main() -> None:
             f"(gather {statistics.median(gathers) * 1e3:.1f} ms, "
             f"ray.put {statistics.median(puts) * 1e3:.1f} ms, rest: Ray calls)"
         )
+        reload_s = statistics.median(r - f for r, f in zip(rollout_side, fetches, strict=True))
         console.print(
-            f"  rollout side   : {statistics.median(rollout_side) * 1e3:.1f} ms (fetch + reload)"
+            f"  rollout side   : {statistics.median(rollout_side) * 1e3:.1f} ms (fetch "
+            f"{statistics.median(fetches) * 1e3:.1f} ms, vLLM reload {reload_s * 1e3:.1f} ms = "
+            f"{total / reload_s / 1e9:.3f} GB/s, i.e. at most {total / reload_s / 1e9 / baseline:.3f}x "
+            "of the copy even if every other part were free)"
         )
         console.print(f"in-memory copy   : {baseline:.3f} GB/s (same bytes, same run)")
         console.print(f"copy, fresh mem  : {fresh:.3f} GB/s (clone: allocation + page faults)")
