@@ -42,7 +42,7 @@ from pathlib import Path
 
 from azr.config import ExecutorConfig
 
-FORKSERVER_FILES = ("forkserver.py", "program_runner.py")
+FORKSERVER_FILES = ("forkserver.py", "zygote.py", "program_runner.py")
 """The fork-server's files (in executor_pool/), shipped side by side: executor.Dockerfile and its
 .dockerignore, build_test_image.sh and ray_cluster.yaml name each one (tests/test_deploy_config)."""
 FORKSERVER_PATH = Path(__file__).resolve().with_name(FORKSERVER_FILES[0])

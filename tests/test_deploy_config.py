@@ -127,10 +127,12 @@ def test_every_file_of_the_fork_server_is_shipped():
     """forkserver.py and the sibling modules it imports reach both images, side by side."""
     from executor_pool.sandbox import FORKSERVER_FILES
 
-    forkserver = REPO_ROOT / "executor_pool" / FORKSERVER_FILES[0]
-    assert _sibling_imports(forkserver) == set(FORKSERVER_FILES[1:]) == {"program_runner.py"}
-    for name in FORKSERVER_FILES[1:]:  # a shipped module imports no further sibling
-        assert not _sibling_imports(REPO_ROOT / "executor_pool" / name), name
+    shipped, todo = set(), [FORKSERVER_FILES[0]]
+    while todo:  # every sibling the entry script imports, directly or through another one
+        name = todo.pop()
+        shipped.add(name)
+        todo += _sibling_imports(REPO_ROOT / "executor_pool" / name) - shipped
+    assert shipped == set(FORKSERVER_FILES) == {"forkserver.py", "zygote.py", "program_runner.py"}
     cluster = yaml.safe_load(CLUSTER_YAML.read_text())
     setup = cluster["available_node_types"]["executor"]["worker_setup_commands"]
     (tar,) = [command for command in setup if "tar -c" in command]

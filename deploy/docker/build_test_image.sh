@@ -5,7 +5,7 @@
 #
 # It is the registry-free equivalent of deploy/docker/executor.Dockerfile (same user, same
 # paths, same entry point). Rebuilt only when its inputs (this script, forkserver.py,
-# program_runner.py) change: the image carries their hash in the label `azr.inputs-hash`.
+# zygote.py, program_runner.py) change: the image carries their hash in the label `azr.inputs-hash`.
 # The debootstrap rootfs tarball is cached in .scratch/docker/ keyed by the debootstrap
 # parameters, so a rebuild after a fork-server edit takes seconds, not a Debian download.
 #
@@ -16,7 +16,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 SCRIPT="$ROOT/deploy/docker/build_test_image.sh"
 FORKSERVER="$ROOT/executor_pool/forkserver.py"
-# forkserver.py imports it from its own directory: both are shipped, side by side.
+# forkserver.py imports zygote.py, which imports program_runner.py, from its own directory:
+# all three are shipped, side by side.
+ZYGOTE="$ROOT/executor_pool/zygote.py"
 RUNNER="$ROOT/executor_pool/program_runner.py"
 IMAGE="${AZR_EXECUTOR_IMAGE:-azr-executor:test}"
 CACHE_DIR="${AZR_DOCKER_CACHE:-$ROOT/.scratch/docker}"
@@ -50,7 +52,7 @@ mkdir -p "$CACHE_DIR"
 exec 9>"$CACHE_DIR/build.lock"
 flock 9
 
-inputs_hash="$(cat "$SCRIPT" "$FORKSERVER" "$RUNNER" | sha256sum | cut -c1-16)"
+inputs_hash="$(cat "$SCRIPT" "$FORKSERVER" "$ZYGOTE" "$RUNNER" | sha256sum | cut -c1-16)"
 current="$(docker image inspect "$IMAGE" \
     --format '{{ index .Config.Labels "azr.inputs-hash" }}' 2>/dev/null || true)"
 if [[ "$current" == "$inputs_hash" ]]; then
@@ -102,6 +104,7 @@ echo "$AZR_USER:x:$AZR_UID:$AZR_UID:azr executor:/nonexistent:/usr/sbin/nologin"
 echo "$AZR_USER:x:$AZR_UID:" >>"$stage/etc/group"
 install -d -m 0755 -o 0 -g 0 "$stage/opt/azr"
 install -m 0644 -o 0 -g 0 "$FORKSERVER" "$stage/opt/azr/forkserver.py"
+install -m 0644 -o 0 -g 0 "$ZYGOTE" "$stage/opt/azr/zygote.py"
 install -m 0644 -o 0 -g 0 "$RUNNER" "$stage/opt/azr/program_runner.py"
 # Byte-compile now: the root filesystem is read-only at run time.
 chroot "$stage" python3 -m compileall -q /opt/azr >/dev/null

@@ -1,12 +1,13 @@
 # Executor sandbox image for clusters (the docker backend of executor_pool).
 #
 #   tar -c deploy/docker/executor.Dockerfile executor_pool/forkserver.py \
-#       executor_pool/program_runner.py \
+#       executor_pool/zygote.py executor_pool/program_runner.py \
 #     | docker build -f deploy/docker/executor.Dockerfile -t azr-executor:latest -
-# (a three-file context: the repository root holds a multi-GB .venv; BuildKit users can also
-# build from `.`, executor.Dockerfile.dockerignore keeps the context to the fork-server's two
+# (a four-file context: the repository root holds a multi-GB .venv; BuildKit users can also
+# build from `.`, executor.Dockerfile.dockerignore keeps the context to the fork-server's three
 # files).
-# forkserver.py imports program_runner.py from its own directory: ship both, side by side.
+# forkserver.py imports zygote.py, which imports program_runner.py, from its own directory:
+# ship all three, side by side.
 #
 # One long-lived container per ExecutorActor runs the fork-server; the actor starts it with
 # --network none --read-only --tmpfs /tmp --pids-limit --memory --cpus --cap-drop ALL
@@ -24,9 +25,9 @@ RUN groupadd --gid 10001 azr \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin azr
 
-COPY executor_pool/forkserver.py executor_pool/program_runner.py /opt/azr/
+COPY executor_pool/forkserver.py executor_pool/zygote.py executor_pool/program_runner.py /opt/azr/
 # Byte-compile at build time: the root filesystem is read-only at run time.
-RUN chmod 0644 /opt/azr/forkserver.py /opt/azr/program_runner.py \
+RUN chmod 0644 /opt/azr/forkserver.py /opt/azr/zygote.py /opt/azr/program_runner.py \
     && python3 -m compileall -q /opt/azr
 
 LABEL azr.image=executor
