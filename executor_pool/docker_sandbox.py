@@ -53,8 +53,8 @@ SANDBOX_LABEL_VALUE = "executor"
 OWNER_LABEL = "azr.owner"
 """Label holding ``<hostname>:<pid>`` of the process that started the container."""
 FORKSERVER_IN_IMAGE = "/opt/azr/forkserver.py"
-"""Where both images (executor.Dockerfile, build_test_image.sh) put the fork-server; its
-``program_runner.py``, which it imports from its own directory, lies beside it."""
+"""Where both images (executor.Dockerfile, build_test_image.sh) put the fork-server; the
+siblings it imports from its own directory (``FORKSERVER_FILES``) lie beside it."""
 SANDBOX_USER = "10001:10001"
 """The images' non-root ``azr`` user; forced here too, so a root-default image stays unprivileged."""
 # Environment the docker CLI may need; none of it reaches the container (no -e flags).

@@ -1,8 +1,8 @@
 """Running one program: literal inputs in, canonical reprs out, one JSON line per input.
 
-STDLIB ONLY, like its caller ``forkserver.py``: the two files ship together (the process
-backend runs them from ``executor_pool/``, the executor images from ``/opt/azr/``). The
-fork-server's zygotes import this module before they fork, so a child runs it without importing
+STDLIB ONLY, like its caller ``zygote.py`` and ``forkserver.py``: the three files ship together
+(the process backend runs them from ``executor_pool/``, the executor images from ``/opt/azr/``).
+The fork-server's zygotes import this module before they fork, so a child runs it without importing
 anything; the host imports it too (``static_checks``), so both sides parse inputs and render
 outputs with the same code.
 

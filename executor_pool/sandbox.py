@@ -47,8 +47,8 @@ FORKSERVER_FILES = ("forkserver.py", "zygote.py", "program_runner.py")
 .dockerignore, build_test_image.sh and ray_cluster.yaml name each one (tests/test_deploy_config)."""
 FORKSERVER_PATH = Path(__file__).resolve().with_name(FORKSERVER_FILES[0])
 # A minimal interpreter: no site (-S), no user site (-s), no script dir on sys.path (-P; the
-# fork-server imports its sibling program_runner.py from its own directory itself, and only
-# that). Not -I: it implies -E, which would ignore the PYTHONHASHSEED the zygotes are started
+# fork-server imports its siblings zygote.py and program_runner.py from its own directory
+# itself, and only those). Not -I: it implies -E, which would ignore the PYTHONHASHSEED the zygotes are started
 # with.
 INTERPRETER_FLAGS = ("-s", "-S", "-P")
 
