@@ -51,6 +51,9 @@ KEY_SCHEME = f"code-v2-{sys.implementation.cache_tag}"
 
 _T = TypeVar("_T")
 
+Keys = list[tuple[str | None, str | None]]
+"""Per entry ``(key, None)`` or ``(None, reason)``."""
+
 MAX_INDUCTION_PAIRS = 64
 """Sanity cap on an induction task's (input, output) pairs (the paper uses 10)."""
 
@@ -318,9 +321,16 @@ def _induction_key(task: TaskType, entry: InductionTask, max_entry_chars: int) -
 
 
 def batch_keys(
-    task: TaskType, entries: Iterable[object], max_entry_chars: int
-) -> list[tuple[str | None, str | None]]:
+    task: TaskType,
+    entries: Iterable[object],
+    max_entry_chars: int,
+    keys_of_texts: Callable[[TaskType, list[tuple[str, str, str]]], Keys] | None = None,
+) -> Keys:
     """``(key, None)`` or ``(None, reason)`` per entry, compiler warnings silenced.
+
+    ``keys_of_texts`` computes the triplets' keys once their texts passed :func:`triplet_texts`
+    (default :func:`text_keys`; :class:`~buffer_service.key_pool.KeyPool` shares the work
+    with helper processes).
 
     The same result as :func:`entry_key` per entry. Triplets are processed in passes over
     the batch (every program, then every input, then every output; an entry leaves at its
@@ -330,7 +340,7 @@ def batch_keys(
     SyntaxWarnings by the thousand; they must not flood logs.
     """
     entries = list(entries)
-    out: list[tuple[str | None, str | None]] = [(None, None)] * len(entries)
+    out: Keys = [(None, None)] * len(entries)
     if task is TaskType.INDUCTION:  # few per step, several inputs each: one by one
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -346,21 +356,20 @@ def batch_keys(
             texts[i] = triplet_texts(task, entry, max_entry_chars)
         except EntryRejected as exc:
             out[i] = (None, exc.reason)
-    for i, result in zip(texts, text_keys(task, list(texts.values())), strict=True):
+    keys = (keys_of_texts or text_keys)(task, list(texts.values()))
+    for i, result in zip(texts, keys, strict=True):
         out[i] = result
     return out
 
 
-def text_keys(
-    task: TaskType, texts: list[tuple[str, str, str]]
-) -> list[tuple[str | None, str | None]]:
+def text_keys(task: TaskType, texts: list[tuple[str, str, str]]) -> Keys:
     """``(key, None)`` or ``(None, reason)`` per deduction/abduction triplet given as the
     (program, input, output) texts :func:`triplet_texts` returned; compiler warnings silenced.
 
     Plain strings in, plain strings out: this is what a key process of
     :class:`~buffer_service.key_pool.KeyPool` runs.
     """
-    out: list[tuple[str | None, str | None]] = [(None, None)] * len(texts)
+    out: Keys = [(None, None)] * len(texts)
     remaining = dict(enumerate(texts))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

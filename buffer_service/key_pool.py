@@ -6,7 +6,8 @@ holds the GIL, so threads cannot share it. A batch of deduction or abduction tri
 therefore cut into ``workers + 1`` contiguous chunks: the buffer's own process computes the
 first while ``workers`` helper processes compute the others. The result is exactly that of
 :func:`~buffer_service.entries.batch_keys` (same code, same interpreter; keys do not depend on
-the hash seed). Induction batches (a few tasks per step) and small batches stay in process.
+the hash seed). Induction batches (a few tasks per step) and batches of fewer than
+``MIN_PARALLEL_BATCH`` valid-looking triplets stay in process.
 
 What crosses to a helper is plain text and what comes back is plain keys and reasons; the
 helpers only parse and compile, never execute. Helpers are forked from a ``forkserver`` that
@@ -28,7 +29,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 from azr.tasks import TaskType
 from buffer_service import entries
-from buffer_service.entries import EntryRejected, batch_keys, text_keys, triplet_texts
+from buffer_service.entries import Keys, batch_keys, text_keys
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,6 @@ MIN_PARALLEL_BATCH = 64
 """Smaller batches stay in process: shipping a chunk costs ~1 ms, more than it saves."""
 
 _PR_SET_PDEATHSIG = 1
-
-Keys = list[tuple[str | None, str | None]]
 
 
 class KeyPool:
@@ -51,29 +50,22 @@ class KeyPool:
 
     def batch_keys(self, task: TaskType, batch: list[object], max_entry_chars: int) -> Keys:
         """The same list as :func:`~buffer_service.entries.batch_keys`."""
-        if not self.workers or task is TaskType.INDUCTION or len(batch) < MIN_PARALLEL_BATCH:
-            return batch_keys(task, batch, max_entry_chars)
-        out: Keys = [(None, None)] * len(batch)
-        index: list[int] = []
-        texts: list[tuple[str, str, str]] = []
-        for i, entry in enumerate(batch):
-            try:
-                texts.append(triplet_texts(task, entry, max_entry_chars))
-                index.append(i)
-            except EntryRejected as exc:
-                out[i] = (None, exc.reason)
+        return batch_keys(task, batch, max_entry_chars, self._text_keys)
+
+    def _text_keys(self, task: TaskType, texts: list[tuple[str, str, str]]) -> Keys:
+        if not self.workers or len(texts) < MIN_PARALLEL_BATCH:
+            return text_keys(task, texts)
         size = -(-len(texts) // (self.workers + 1))
         chunks = [texts[start : start + size] for start in range(0, len(texts), size)]
         futures = [self._submit(task, chunk) for chunk in chunks[1:]]
-        keys = text_keys(task, chunks[0]) if chunks else []
+        keys = text_keys(task, chunks[0])
         for chunk, future in zip(chunks[1:], futures, strict=True):
             keys += self._result(future, task, chunk)
-        for i, key in zip(index, keys, strict=True):
-            out[i] = key
-        return out
+        return keys
 
     def pids(self) -> list[int]:
         """Process ids of the running helpers (operations and tests)."""
+        # ProcessPoolExecutor keeps no public list of its workers.
         processes = getattr(self._pool, "_processes", None) or {}
         return sorted(processes)
 
