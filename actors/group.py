@@ -28,7 +28,7 @@ class RolloutGroup:
         device = resolve_device(config)
         if device == "cpu":
             options = {
-                "num_cpus": config.cpu_threads,
+                "num_cpus": config.reserved_cpus,
                 "runtime_env": {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}},
             }
         else:

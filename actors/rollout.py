@@ -23,6 +23,8 @@ import torch
 from actors.metrics import RolloutMetrics, attach_engine_stats
 from actors.types import Completion, Generation
 from azr.config import RolloutConfig, SamplingConfig
+from azr.logs import route_process_output
+from azr.models import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class RolloutEngine:
     """The engine and its bookkeeping; `RolloutActor` is this class as a Ray actor."""
 
     def __init__(self, model_path: str, config: RolloutConfig, actor_index: int) -> None:
+        route_process_output(f"rollout-{actor_index}")
         self.config = config
         self.actor_index = actor_index
         self.device = resolve_device(config)
@@ -70,7 +73,7 @@ class RolloutEngine:
         node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
         tags = {"actor": f"rollout-{actor_index}", "node": node}
         self.metrics = RolloutMetrics(**tags)
-        self.llm = self._start_engine(model_path)
+        self.llm = self._start_engine(str(resolve_model(model_path)))
         self.engine_stats_attached = attach_engine_stats(self.llm, tags)
         self.metrics.policy_version.set(0)
 

@@ -64,8 +64,8 @@ class TinyModelConfig(Section):
     warm_start_batch_size: int = Field(8, ge=1)
     """Sequences per warm-start step (2 proposals, 2 induction proposals, 4 solves at 8)."""
     data_path: str | None = None
-    """CRUXEval JSONL for the tokenizer corpus and the warm start (relative = to the repo root);
-    None = ../shared/data/cruxeval.jsonl beside the repo."""
+    """CRUXEval JSONL for the tokenizer corpus and the warm start; None = the repo's own
+    `data/cruxeval/cruxeval.jsonl`."""
     warm_start_max_seconds: float = Field(1200.0, gt=0)
     """Safety cap on the warm start's wall clock (200 steps take ~2 min on 2 cores); a capped warm
     start is used for this run but not cached, so the next run trains it again in full."""
@@ -75,7 +75,9 @@ class ModelConfig(Section):
     """Which policy model to train."""
 
     path: str | None = None
-    """Local Hugging Face checkpoint directory (e.g. Qwen2.5-7B-Coder). None builds the tiny model."""
+    """A local Hugging Face checkpoint directory, or a hub id such as `Qwen/Qwen2.5-7B-Coder`
+    (fetched once per node into the Hugging Face cache, local files first). None builds the
+    embedded tiny model."""
     cache_dir: str = "~/.cache/azr/models"
     """Where the tiny model (tokenizer, weights, warm start) is built and cached."""
     tiny: TinyModelConfig = TinyModelConfig()
@@ -112,6 +114,9 @@ class RolloutConfig(Section):
     """Explicit KV-cache size on CPU (without it vLLM's CPU build reserves ~10 GiB)."""
     cpu_threads: int = Field(1, ge=1)
     """Torch/OpenMP threads pinned per CPU rollout actor."""
+    num_cpus: float | None = Field(None, ge=0)
+    """Ray CPUs reserved per CPU rollout actor; None = `cpu_threads`. Less lets the engine share
+    cores with learner workers it takes turns with (sync mode)."""
     max_model_len: int = Field(4096, ge=128)
     """Longest prompt + response the engine accepts."""
     enforce_eager: bool = True
@@ -126,6 +131,11 @@ class RolloutConfig(Section):
     """Sampling of solver generations, Monte-Carlo samples included (temperature 1.0 per AZR_SPEC)."""
     eval: SamplingConfig = SamplingConfig(temperature=0.0, max_tokens=1024)
     """Sampling of the CRUXEval evaluation (greedy)."""
+
+    @property
+    def reserved_cpus(self) -> float:
+        """Ray CPUs one CPU rollout actor reserves."""
+        return self.cpu_threads if self.num_cpus is None else self.num_cpus
 
 
 class ExecutorConfig(Section):
@@ -226,9 +236,20 @@ class LearnerConfig(Section):
     gpus_per_worker: float = Field(1.0, ge=0)
     """GPUs requested per worker on GPU clusters."""
     cpus_per_worker: int = Field(1, ge=1)
-    """Ray CPUs reserved per worker; on CPU also its torch thread count."""
+    """CPUs per worker: its torch thread count on CPU, and its Ray CPU reservation unless
+    `num_cpus_per_worker` says otherwise."""
+    num_cpus_per_worker: float | None = Field(None, ge=0)
+    """Ray CPUs reserved per worker; None = `cpus_per_worker`. A fraction lets workers that
+    mostly wait (sync mode on a small machine) share cores with the rollout engine."""
     init_timeout_s: float = Field(300.0, gt=0)
     """Longest wait for the workers to start and join the process group before failing."""
+
+    @property
+    def reserved_cpus(self) -> float:
+        """Ray CPUs one learner worker reserves."""
+        return (
+            self.cpus_per_worker if self.num_cpus_per_worker is None else self.num_cpus_per_worker
+        )
 
 
 class SelfPlayConfig(Section):
@@ -262,8 +283,9 @@ class SelfPlayConfig(Section):
     """Run the greedy CRUXEval-I/O check every this many steps (0 = never)."""
     eval_size: int = Field(64, ge=1)
     """Triplets of the CRUXEval subset used by the check."""
-    eval_data: str = "../shared/data/cruxeval.jsonl"
-    """CRUXEval JSONL file (program, input, output)."""
+    eval_data: str | None = None
+    """CRUXEval JSONL file (id, code, input, output); None = the repo's own
+    `data/cruxeval/cruxeval.jsonl`."""
 
 
 class MetricsConfig(Section):

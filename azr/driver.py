@@ -25,7 +25,9 @@ from tqdm import tqdm
 
 from azr.checkpointing import latest_checkpoint, load_driver_state, save_checkpoint
 from azr.config import AZRConfig, dump_config
-from azr.evaluation import cruxeval_accuracy, eval_subset, load_cruxeval
+from azr.cruxeval import load_cruxeval
+from azr.evaluation import cruxeval_accuracy, eval_subset
+from azr.logs import configure_driver_logging
 from azr.runtime import RunFailed, Runtime
 from azr.selfplay import StepOutput, StepRunner
 from azr.tasks import TaskType, TrainSample
@@ -83,19 +85,25 @@ def claim_run_dir(config: AZRConfig) -> AZRConfig:
     return config.model_copy(update={"run_name": name})
 
 
-def train(config: AZRConfig, resume: str | Path | None = None) -> dict[str, object]:
+def train(
+    config: AZRConfig, resume: str | Path | None = None, verbose: bool = False
+) -> dict[str, object]:
     """Run self-play; returns a summary. Ctrl-C stops cleanly after writing a checkpoint.
 
     A new run (no ``resume``) never reuses the directory of an earlier one (`claim_run_dir`).
+    The INFO output of every process goes to ``<run dir>/logs/`` (``verbose``: the console).
     """
     if resume is None:
         config = claim_run_dir(config)
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(config))
+    log_dir = run_dir / "logs"
+    configure_driver_logging(log_dir, verbose)
+    eval_set = _eval_set(config)  # a missing eval file fails now, not after the actors start
     state = LoopState(rng=random.Random(config.seed))
     metrics_log = (run_dir / config.metrics.log_file).open("a")
-    with Runtime(config) as rt:
+    with Runtime(config, log_dir=None if verbose else log_dir) as rt:
         runner = StepRunner(config, rt.services, state.rng)
         telemetry = StepTelemetry(enabled=config.metrics.enabled)
         if resume is not None:
@@ -106,7 +114,6 @@ def train(config: AZRConfig, resume: str | Path | None = None) -> dict[str, obje
             rt.sync_weights(state.version)
         else:
             seed_buffers(config, runner, rt.store, runner.task_types)
-        eval_set = _eval_set(config)
         interrupted = False
 
         def _on_sigint(signum, frame):  # finish the current step, then checkpoint and stop
@@ -234,12 +241,9 @@ def _record(step: int, output: StepOutput, phases: dict, state: LoopState, secon
 
 
 def _eval_set(config: AZRConfig):
-    path = Path(config.selfplay.eval_data)
-    if not config.selfplay.eval_every or not path.exists():
-        if config.selfplay.eval_every:
-            console.print(f"[yellow]no eval data at {path}: CRUXEval check disabled[/]")
+    if not config.selfplay.eval_every:
         return []
-    return eval_subset(load_cruxeval(path), config.selfplay.eval_size)
+    return eval_subset(load_cruxeval(config.selfplay.eval_data), config.selfplay.eval_size)
 
 
 def _evaluate(rt: Runtime, config: AZRConfig, triplets) -> dict[str, float]:
@@ -278,10 +282,14 @@ def _summary(config: AZRConfig, state: LoopState, checkpoint: Path, interrupted:
         "interrupted": interrupted,
         "checkpoint": str(checkpoint),
         "metrics_log": str(config.run_dir / config.metrics.log_file),
+        "logs": str(config.run_dir / "logs"),
         "learner_idle_fraction": history[-1]["learner_idle_fraction"] if history else None,
     }
     for t in tasks:
         for key in ("propose/valid_rate", "propose/learnability", "solve/accuracy"):
             values = [r.get(f"{t}/{key}", 0.0) for r in history]
             summary[f"{t}/{key}"] = sum(values) / len(values) if values else 0.0
+    evals = [r for r in history if any(k.startswith("eval/") for k in r)]
+    if evals:  # the newest periodic evaluation
+        summary.update({k: v for k, v in evals[-1].items() if k.startswith("eval/")})
     return summary

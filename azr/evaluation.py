@@ -6,37 +6,18 @@ scores the answers in the executor pool exactly as self-play scores them.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from azr.config import SamplingConfig
+from azr.cruxeval import CruxEvalRow, split_rows
 from azr.parsing import FormatError, parse_response
 from azr.prompts import render_chat, solve_prompt
 from azr.selfplay import Generator
 from azr.tasks import Executor, Role, ScoreRequest, TaskType, Triplet
 
 
-def load_cruxeval(path: str | Path) -> list[Triplet]:
-    """The triplets of a CRUXEval JSONL file ({"code", "input", "output"} per line)."""
-    triplets = []
-    with open(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                triplets.append(
-                    Triplet(program=row["code"], input=row["input"], output=row["output"])
-                )
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"{path}:{number}: not a CRUXEval row ({exc})") from None
-    return triplets
-
-
-def eval_subset(triplets: list[Triplet], size: int) -> list[Triplet]:
-    """A fixed subset from the odd-indexed half (the even half warm-starts the tiny model)."""
-    held_out = triplets[1::2]
-    return held_out[:size]
+def eval_subset(rows: list[CruxEvalRow], size: int) -> list[Triplet]:
+    """The first `size` triplets of the held-out half (the train half warm-starts the tiny model)."""
+    _, held_out = split_rows(rows)
+    return [row.triplet for row in held_out[:size]]
 
 
 def cruxeval_accuracy(

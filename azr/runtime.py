@@ -9,6 +9,7 @@ executor actors recover on their own inside the pool.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ import ray
 from ray.exceptions import RayActorError, RaySystemError, RayTaskError
 
 from azr.config import AZRConfig, SamplingConfig
+from azr.logs import LOG_DIR_ENV
 from azr.selfplay import Services
 from azr.tasks import TaskType
 from buffer_service.wire import EntryBatch
@@ -74,23 +76,66 @@ class BufferClient:
         return int(self._call("size", task))
 
 
-def _local_cpus(config: AZRConfig) -> int:
-    """Logical CPUs for a local cluster: enough to place every actor of the run.
+def resource_demand(config: AZRConfig, gpus_in_cluster: bool) -> dict[str, float]:
+    """Ray resources the run's actors reserve (executors: those of one node)."""
+    le, ro, ex = config.learner, config.rollout, config.executor
+    learner_gpu = gpus_in_cluster and le.device != "cpu"
+    rollout_gpu = gpus_in_cluster and ro.device != "cpu"
+    cpu = le.num_workers * le.reserved_cpus + ex.per_node * ex.num_cpus_per_actor
+    cpu += ro.num_actors * (1 if rollout_gpu else ro.reserved_cpus)
+    gpu = (le.num_workers * le.gpus_per_worker if learner_gpu else 0) + (
+        ro.num_actors * ro.tensor_parallel_size if rollout_gpu else 0
+    )
+    return {"CPU": cpu, **({"GPU": gpu} if gpu else {})}
 
-    On a laptop-sized machine the actors oversubscribe the cores (they are mostly idle in
+
+def _local_cpus(config: AZRConfig) -> int:
+    """Logical CPUs for a local cluster: the machine's cores, or more if the run needs them.
+
+    On a laptop-sized machine the actors may oversubscribe the cores (they are mostly idle in
     turn); Ray's CPU accounting would otherwise refuse to place them.
     """
-    learner = config.learner.num_workers * config.learner.cpus_per_worker
-    rollout = config.rollout.num_actors * config.rollout.cpu_threads
-    executors = config.executor.per_node
-    return int(max(os.cpu_count() or 1, learner + rollout + executors + 2))
+    need = resource_demand(config, gpus_in_cluster=False)["CPU"]
+    return max(os.cpu_count() or 1, math.ceil(need))
+
+
+def _cluster_is_growing() -> bool:
+    """Whether the autoscaler is launching or setting up nodes (resources may still come)."""
+    try:
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        status = get_cluster_status(ray.get_runtime_context().gcs_address)
+    except Exception:  # no autoscaler state to read: do not claim the cluster is fixed
+        return True
+    return bool(status.pending_launches or status.pending_nodes)
+
+
+def check_placement(config: AZRConfig) -> None:
+    """Fail at once, naming what was asked and what the cluster has, when the run's actors
+    cannot fit the cluster and no node is on its way (rather than after a placement timeout)."""
+    have = ray.cluster_resources()
+    need = resource_demand(config, gpus_in_cluster=have.get("GPU", 0) > 0)
+    short = {k: v for k, v in need.items() if v > have.get(k, 0.0) + 1e-9}
+    if not short or _cluster_is_growing():
+        return
+    asked = ", ".join(f"{k} {v:g}" for k, v in need.items())
+    has = ", ".join(f"{k} {have.get(k, 0.0):g}" for k in need)
+    raise RunFailed(
+        f"the run's actors reserve {asked} (learner {config.learner.num_workers} x "
+        f"{config.learner.reserved_cpus:g} CPU, rollout {config.rollout.num_actors} actor(s), "
+        f"executors {config.executor.per_node} x {config.executor.num_cpus_per_actor:g} CPU per "
+        f"node) but the cluster has {has} and no node is starting. Give Ray more logical CPUs "
+        "(ray start --num-cpus=N) or lower learner.num_cpus_per_worker / rollout.num_cpus."
+    )
 
 
 class Runtime:
     """Builds and owns every actor of a run (use as a context manager)."""
 
-    def __init__(self, config: AZRConfig):
+    def __init__(self, config: AZRConfig, log_dir: Path | None = None):
+        """``log_dir``: where actors write their output (None: Ray's defaults, e.g. tests)."""
         self.config = config
+        self.log_dir = log_dir
         self._started_ray = False
         self._closers: list[Any] = []
 
@@ -98,22 +143,39 @@ class Runtime:
         from transformers import AutoTokenizer
 
         from actors.group import RolloutGroup
-        from azr.tiny_model import ensure_model
+        from azr.models import ensure_model
         from buffer_service import create_buffer_actor
         from executor_pool.pool import ExecutorPool
         from learner.group import LearnerDiedError, LearnerGroup
 
         config = self.config
         if not ray.is_initialized():
+            quiet: dict[str, Any] = {}
+            if self.log_dir is not None:
+                # Actors write their output to <run>/logs/<kind>.log (azr.logs); Ray keeps its
+                # own console handler off, and nothing is streamed back to this console.
+                quiet = {
+                    "runtime_env": {"env_vars": {LOG_DIR_ENV: str(self.log_dir.resolve())}},
+                    "log_to_driver": False,
+                    "configure_logging": False,
+                }
             address = config.ray_address or os.environ.get("RAY_ADDRESS")
             if address:
-                ray.init(address=address)
+                ray.init(address=address, **quiet)
             else:
                 # "local": a fresh cluster even when another one runs on this machine.
-                ray.init(address="local", num_cpus=_local_cpus(config), include_dashboard=False)
+                ray.init(
+                    address="local",
+                    num_cpus=_local_cpus(config),
+                    include_dashboard=False,
+                    **quiet,
+                )
             self._started_ray = True
         try:
+            check_placement(config)
             self.model_path = str(ensure_model(config.model))
+            # Actors resolve the model on their own node: a hub id is fetched there, once.
+            self.model_source = config.model.path or self.model_path
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
             self.pool = ExecutorPool(
                 config.executor,
@@ -126,13 +188,13 @@ class Runtime:
             self._closers.append(lambda: ray.kill(self.buffer))
             self.store = BufferClient.for_actor(self.buffer)
             try:
-                self.rollout = RolloutGroup(self.model_path, config.rollout)
+                self.rollout = RolloutGroup(self.model_source, config.rollout)
                 self._closers.append(self.rollout.shutdown)
             except (RayActorError, RaySystemError, RayTaskError) as exc:
                 raise RunFailed(f"the rollout group could not start: {exc}") from exc
             try:
                 self.learner = GuardedLearner(
-                    LearnerGroup(self.model_path, config.learner, seed=config.seed),
+                    LearnerGroup(self.model_source, config.learner, seed=config.seed),
                     LearnerDiedError,
                 )
                 self._closers.append(self.learner.group.shutdown)

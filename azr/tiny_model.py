@@ -1,8 +1,6 @@
-"""The policy checkpoint: a local Hugging Face directory, or the embedded `tiny` model built on demand.
+"""The embedded `tiny` model, built on demand (`azr.models.ensure_model` is the entry point).
 
-`ensure_model(config)` is the one entry point. With ``config.path`` set it validates and returns
-that directory (no hub access, ever). Otherwise it builds the tiny model into
-``config.cache_dir``: a byte-level BPE tokenizer trained offline on CRUXEval programs plus
+It is built into ``model.cache_dir``: a byte-level BPE tokenizer trained offline on CRUXEval programs plus
 generated AZR-format text, a randomly initialised Qwen2-architecture model (fixed seed), a chat
 template, then the supervised warm start of `azr.warm_start`. Every stage is cached under a
 directory named by a hash of everything that determines it, so a change of settings, data or
@@ -23,14 +21,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from azr.config import ModelConfig, TinyModelConfig
+from azr.config import TinyModelConfig
+from azr.cruxeval import load_cruxeval
 
 log = logging.getLogger(__name__)
 
 # Bump when the build recipe changes in a way the settings hash cannot see.
 TINY_RECIPE_VERSION = 1
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CRUXEVAL = REPO_ROOT.parent / "shared" / "data" / "cruxeval.jsonl"
 
 PAD_TOKEN = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -44,72 +41,6 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 _COMPLETE_MARKER = ".azr-complete"
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
-
-
-class ModelDirError(ValueError):
-    """A configured checkpoint directory is missing or is not a usable HF checkpoint."""
-
-
-def ensure_model(config: ModelConfig) -> Path:
-    """Return a local HF checkpoint directory for `config`, building the tiny model if needed.
-
-    ``config.path`` set: validated (config.json and tokenizer files present) and returned.
-    Otherwise: the tiny model (tokenizer + random Qwen2 + warm start) cached under
-    ``config.cache_dir``; built once per distinct set of inputs, concurrency-safe.
-    """
-    if config.path is not None:
-        return validate_model_dir(Path(config.path))
-    cache_dir = Path(config.cache_dir).expanduser()
-    base = build_tiny_base(config.tiny, cache_dir)
-    if config.tiny.warm_start_steps == 0:
-        return base
-    # Imported here: the warm start pulls in the prompt builders and the training loop.
-    from azr.warm_start import ensure_warm_started
-
-    return ensure_warm_started(base, config.tiny, cache_dir)
-
-
-def validate_model_dir(path: Path) -> Path:
-    """Check that `path` is a local HF checkpoint with weights config and a tokenizer."""
-    path = path.expanduser().resolve()
-    if not path.is_dir():
-        raise ModelDirError(
-            f"model.path {str(path)!r} is not a directory (no hub access at run time)"
-        )
-    if not (path / "config.json").is_file():
-        raise ModelDirError(f"model.path {str(path)!r} has no config.json")
-    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
-        raise ModelDirError(
-            f"model.path {str(path)!r} has no tokenizer (expected one of {_TOKENIZER_FILES})"
-        )
-    return path
-
-
-def cruxeval_path(tiny: TinyModelConfig) -> Path:
-    """The CRUXEval JSONL the tokenizer corpus and the warm start are built from."""
-    if tiny.data_path is None:
-        return DEFAULT_CRUXEVAL
-    path = Path(tiny.data_path).expanduser()
-    return path if path.is_absolute() else (REPO_ROOT / path).resolve()
-
-
-def load_cruxeval(path: Path) -> list[dict[str, str]]:
-    """Read CRUXEval records ({"code", "input", "output", "id"}); a bad line names its number."""
-    records = []
-    with path.open() as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not JSON ({exc})") from None
-            missing = {"code", "input", "output", "id"} - set(record)
-            if missing:
-                raise ValueError(f"{path}:{number}: missing fields {sorted(missing)}")
-            records.append({k: str(record[k]) for k in ("code", "input", "output", "id")})
-    return records
 
 
 def tokenizer_corpus(tiny: TinyModelConfig) -> list[str]:
@@ -120,8 +51,8 @@ def tokenizer_corpus(tiny: TinyModelConfig) -> list[str]:
     """
     from azr.warm_start_data import corpus_texts
 
-    records = load_cruxeval(cruxeval_path(tiny))
-    texts = [r["code"] for r in records] + [f"f({r['input']}) == {r['output']}" for r in records]
+    records = load_cruxeval(tiny.data_path)
+    texts = [r.code for r in records] + [f"f({r.input}) == {r.output}" for r in records]
     return texts + corpus_texts(records, seed=tiny.seed)
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from azr import prompts
 from azr.config import TinyModelConfig
+from azr.cruxeval import load_cruxeval
 from azr.parsing import FormatError, parse_response
 from azr.tasks import Role, TaskType, Triplet
 from azr.warm_start_data import (
@@ -55,9 +56,9 @@ EVAL_MAX_NEW_TOKENS = 160
 
 def ensure_warm_started(base: Path, tiny: TinyModelConfig, cache_dir: Path) -> Path:
     """The warm-started model for `base`, trained once and cached by a hash of its inputs."""
-    from azr.tiny_model import build_lock, cruxeval_path, is_complete, load_cruxeval, publish
+    from azr.tiny_model import build_lock, is_complete, publish
 
-    train, held_out = split_cruxeval(load_cruxeval(cruxeval_path(tiny)))
+    train, held_out = split_cruxeval(load_cruxeval(tiny.data_path))
     examples = build_examples(train, seed=tiny.seed)
     settings = tiny.model_dump(
         include={"warm_start_steps", "warm_start_lr", "warm_start_batch_size"}
@@ -315,7 +316,7 @@ def _block_of(response: str, task: TaskType, role: Role) -> str:
 def main() -> None:
     """Build (or reuse) the tiny model of configs/tiny.yaml and print its warm-start report."""
     from azr.config import load_config
-    from azr.tiny_model import ensure_model
+    from azr.models import ensure_model
 
     logging.basicConfig(level=logging.INFO)
     path = ensure_model(load_config().model)  # configs/tiny.yaml: the model `make run` uses

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from azr import prompts
 from azr.config import ExecutorConfig
+from azr.cruxeval import CruxEvalRow, split_rows
 from azr.tasks import IDENTITY_INDUCTION, IDENTITY_TRIPLET, Role, TaskType, Triplet
 
 # CPython 3.11's AST constructor is not thread-safe ("AST constructor recursion depth
@@ -87,19 +88,14 @@ class WarmExample:
     """Which :data:`GROUPS` share it is drawn from."""
 
 
-def split_cruxeval(records: list[dict[str, str]]) -> tuple[list[Triplet], list[Triplet]]:
-    """(train, eval) by the fixed rule: even id number → train, odd → eval.
+def split_cruxeval(records: list[CruxEvalRow]) -> tuple[list[Triplet], list[Triplet]]:
+    """(train, eval) triplets by CRUXEval's fixed split (`azr.cruxeval.split_rows`).
 
     Records without an input (zero-argument programs) are left out of both halves.
     """
-    train, held_out = [], []
-    for record in records:
-        number = int(record["id"].rsplit("_", 1)[-1])
-        if not record["input"].strip():  # zero-argument programs: AZR asks for >= 1 parameter
-            continue
-        triplet = Triplet(program=record["code"], input=record["input"], output=record["output"])
-        (train if number % 2 == 0 else held_out).append(triplet)
-    return train, held_out
+    # Zero-argument programs: AZR asks for >= 1 parameter.
+    train, held_out = split_rows([r for r in records if r.input.strip()])
+    return [r.triplet for r in train], [r.triplet for r in held_out]
 
 
 def _variants(input_text: str, count: int) -> list[str]:
@@ -229,7 +225,7 @@ def build_examples(train: list[Triplet], *, seed: int) -> list[WarmExample]:
     return examples
 
 
-def corpus_texts(records: list[dict[str, str]], *, seed: int) -> list[str]:
+def corpus_texts(records: list[CruxEvalRow], *, seed: int) -> list[str]:
     """Prompt and response texts of the train half, for training the tokenizer."""
     train, _ = split_cruxeval(records)
     return [text for ex in build_examples(train, seed=seed) for text in (ex.prompt, ex.response)]

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import psutil
@@ -34,18 +34,18 @@ import ray
 from tqdm import tqdm
 
 from azr.config import BufferConfig
+from azr.cruxeval import load_cruxeval  # noqa: E402
 from azr.tasks import TaskType, Triplet
 from buffer_service import EntryBatch, TaskBuffers, create_buffer_actor
 from buffer_service.entries import EntryRejected, normalise_input
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cruxeval.jsonl"
 D = TaskType.DEDUCTION
 PER_STEP = 192  # 3 task types x B=64: entries carry realistic producing steps
 
 
 def make_entries(count: int) -> list[Triplet]:
     """``count`` distinct, valid deduction triplets built from CRUXEval."""
-    rows = [json.loads(line) for line in DATA.read_text().splitlines()]
+    rows = [asdict(row) for row in load_cruxeval()]
     usable = []
     for row in rows:
         try:

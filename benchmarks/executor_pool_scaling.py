@@ -12,11 +12,11 @@ machine (on 2 shared cores, little: the sandbox already uses both).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -24,15 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ray  # noqa: E402
 
 from azr.config import ExecutorConfig  # noqa: E402
+from azr.cruxeval import load_cruxeval  # noqa: E402
 from azr.tasks import ValidateRequest, ValidationResult  # noqa: E402
 from executor_pool.executor import SandboxExecutor  # noqa: E402
 from executor_pool.pool import ExecutorPool  # noqa: E402
 
-DATA = Path("/work/shared/data/cruxeval.jsonl")
-
 
 def load(limit: int) -> list[ValidateRequest]:
-    rows = [json.loads(line) for line in DATA.read_text().splitlines()[:limit]]
+    rows = [asdict(row) for row in load_cruxeval()[:limit]]
     return [ValidateRequest(program=r["code"], inputs=(r["input"],)) for r in rows]
 
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import multiprocessing
 import os
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
@@ -31,10 +31,9 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from azr.config import ExecutorConfig  # noqa: E402
+from azr.cruxeval import load_cruxeval  # noqa: E402
 from azr.tasks import ValidateRequest  # noqa: E402
 from executor_pool.executor import SandboxExecutor  # noqa: E402
-
-DATA = Path("/work/shared/data/cruxeval.jsonl")
 
 
 def _bare_worker(conn) -> None:  # type: ignore[no-untyped-def]
@@ -133,7 +132,7 @@ def main() -> None:
         "--repeat", type=int, default=1, help="rounds (bare, then each backend); medians at the end"
     )
     args = parser.parse_args()
-    rows = [json.loads(line) for line in DATA.read_text().splitlines()]
+    rows = [asdict(row) for row in load_cruxeval()]
     literal_rows = [row for row in rows if _is_literal_input(row["input"])]
     ratios: dict[str, list[float]] = {}
     docker_vs_process = []

@@ -18,7 +18,7 @@ import torch
 
 from actors.rollout import RolloutActor
 from azr.config import ModelConfig, RolloutConfig, SamplingConfig, TinyModelConfig
-from azr.tiny_model import ensure_model
+from azr.models import ensure_model
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -24,7 +24,7 @@ from rich.console import Console
 
 from actors.group import RolloutGroup
 from azr.config import LearnerConfig, ModelConfig, RolloutConfig, TinyModelConfig
-from azr.tiny_model import ensure_model
+from azr.models import ensure_model
 from learner.checkpoint import load_hf_weights
 from learner.group import LearnerGroup
 from learner.weight_buckets import tensor_bytes

@@ -21,6 +21,7 @@ from ray.actor import ActorHandle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from azr.config import BufferConfig
+from azr.logs import route_process_output
 from azr.tasks import TaskType
 from buffer_service.buffers import TaskBuffers
 from buffer_service.entries import BufferEntry
@@ -43,6 +44,7 @@ class BufferActor:
         max_entry_chars: int,
         key_workers: int = 0,
     ) -> None:
+        route_process_output("buffer")
         self._buffers = TaskBuffers(
             store_dir,
             seed=seed,

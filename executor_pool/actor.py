@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 import ray
 
 from azr.config import ExecutorConfig
+from azr.logs import route_process_output
 from azr.tasks import ScoreRequest, ScoreResult, ValidateRequest, ValidationResult
 from executor_pool.executor import SandboxExecutor
 from executor_pool.ray_metrics import STAT_COUNTERS, ActorMetrics
@@ -35,6 +36,7 @@ class ExecutorActorImpl:
         induction_scoring: Literal["binary", "fraction"] = "binary",
         metrics: bool = True,
     ):
+        route_process_output(name.removeprefix("azr-"))
         self.name = name
         self.node_id = node_id
         self._slots = config.slots

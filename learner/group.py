@@ -19,6 +19,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from transformers import AutoConfig
 
 from azr.config import LearnerConfig
+from azr.models import resolve_model
 from azr.tasks import TrainSample
 from learner.batching import plan_micro_batches, sample_length, validate_samples
 from learner.checkpoint import CheckpointError
@@ -50,7 +51,7 @@ class LearnerGroup:
         self.config = config
         self.version = 0
         self._broken: str | None = None
-        hf_config = AutoConfig.from_pretrained(model_path)
+        hf_config = AutoConfig.from_pretrained(resolve_model(model_path))
         self.vocab_size = int(hf_config.vocab_size)
         self.max_length = int(getattr(hf_config, "max_position_embeddings", 1 << 30))
         use_gpu = resolve_device(config.device) == "cuda" or (
@@ -60,7 +61,7 @@ class LearnerGroup:
         self._nccl_ready = False
         self._shard_sync: bool | None = None
         gpus = config.gpus_per_worker if use_gpu else 0
-        bundle = {"CPU": config.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
+        bundle = {"CPU": config.reserved_cpus, **({"GPU": gpus} if gpus else {})}
         self._pg = placement_group([bundle] * config.num_workers, strategy="PACK")
         try:
             ray.get(self._pg.ready(), timeout=config.init_timeout_s)
@@ -73,7 +74,7 @@ class LearnerGroup:
         actor_cls = ray.remote(LearnerWorker)
         self.workers = [
             actor_cls.options(
-                num_cpus=config.cpus_per_worker,
+                num_cpus=config.reserved_cpus,
                 num_gpus=gpus,
                 max_restarts=0,
                 runtime_env={"env_vars": worker_env(config)},

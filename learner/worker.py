@@ -32,6 +32,8 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from azr.config import LearnerConfig
+from azr.logs import route_process_output
+from azr.models import resolve_model
 from azr.tasks import TrainSample
 from learner import checkpoint as ckpt
 from learner import shard_sync
@@ -67,6 +69,7 @@ class LearnerWorker:
     def __init__(
         self, rank: int, world_size: int, model_path: str, config: LearnerConfig, seed: int
     ) -> None:
+        route_process_output(f"learner-{rank}")
         self.rank = rank
         self.world_size = world_size
         self.model_path = model_path
@@ -99,6 +102,7 @@ class LearnerWorker:
             timeout=timedelta(seconds=self.config.init_timeout_s),
         )
         torch.manual_seed(self.seed)
+        self.model_path = str(resolve_model(self.model_path))  # a hub id: fetched on this node
         self.hf_config = AutoConfig.from_pretrained(self.model_path)
         model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
         # Tied parameters (embed_tokens / lm_head) appear under two names; HF checkpoints

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from azr.cruxeval import load_cruxeval
 from azr.tasks import IDENTITY_INDUCTION, InductionTask, TaskType, Triplet
 from buffer_service.entries import EntryRejected, entry_key, normalise_input
 
@@ -147,13 +148,10 @@ def test_compiler_folding_counts_as_the_same_program_but_names_do_not():
 def test_programs_equal_after_an_ast_round_trip_are_always_duplicates():
     # The fingerprint is at least as coarse as ast.unparse(ast.parse(p)), on real programs.
     import ast
-    import json
-    from pathlib import Path
 
     from buffer_service.entries import program_fingerprint
 
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "cruxeval.jsonl"
-    programs = [json.loads(line)["code"] for line in data.read_text().splitlines()]
+    programs = [row.code for row in load_cruxeval()]
     assert len(programs) == 800
     for program in programs:
         round_tripped = ast.unparse(ast.parse(program))
@@ -163,13 +161,10 @@ def test_programs_equal_after_an_ast_round_trip_are_always_duplicates():
 
 def test_input_form_equal_exactly_when_the_ast_round_trip_is_equal():
     # The dedup key's input form walks the AST instead of printing it: same partition.
-    import json
-    from pathlib import Path
 
     from buffer_service.entries import input_form
 
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "cruxeval.jsonl"
-    texts = [json.loads(line)["input"] for line in data.read_text().splitlines()]
+    texts = [row.input for row in load_cruxeval()]
     texts += ["1", "1.0", "True", "'1'", "b'1'", "(1)", "(1,)", "[1]", "{1}", "{1: 2}", "{}"]
     texts += ["set()", "frozenset()", "frozenset({1})", "-1", "- 1", "+1", "--1", "1+2j", "1-2j"]
     texts += ["'a' 'b'", "'ab'", '"ab"', "[1, [2, (3,)]]", "[1, [2, 3]]", "(), []", "((), [])"]

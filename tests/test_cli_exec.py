@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from azr.cruxeval import load_cruxeval
 from executor_pool.cli import parse_line
 
 REPO = Path(__file__).resolve().parent.parent
-CRUXEVAL = REPO.parent / "shared" / "data" / "cruxeval.jsonl"
 
 
 def run_azr(
@@ -109,10 +109,8 @@ def test_good_lines_become_requests() -> None:
 
 @pytest.mark.slow
 def test_validate_prints_one_result_per_line_in_order(tmp_path: Path) -> None:
-    crux = [json.loads(line) for line in CRUXEVAL.read_text().splitlines()[:12]]
-    lines: list[object] = [
-        {"id": c["id"], "program": c["code"], "inputs": [c["input"]]} for c in crux
-    ]
+    crux = load_cruxeval()[:12]
+    lines: list[object] = [{"id": c.id, "program": c.code, "inputs": [c.input]} for c in crux]
     lines[3:3] = [
         "this is not json",
         {"id": "banned", "program": "import os\ndef f(x):\n    return x", "inputs": ["1"]},

@@ -42,7 +42,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_JSON = REPO_ROOT / "deploy" / "grafana" / "dashboards" / "azr.json"
 PROMETHEUS_YML = REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml"
 VENV_BIN = Path(sys.executable).parent
-CRUXEVAL = REPO_ROOT.parent / "shared" / "data" / "cruxeval.jsonl"
 SCRAPE_INTERVAL = "1s"
 HEAD_START_TIMEOUT_S = 120
 JOB_TIMEOUT_S = 300
@@ -331,7 +330,7 @@ def tiny_model_dir() -> Path:
     minutes of warm start against the job.
     """
     from azr.config import load_config
-    from azr.tiny_model import ensure_model
+    from azr.models import ensure_model
 
     if os.environ.get("AZR_TINY_MODEL_DIR"):  # a prebuilt model (CI can build it once, first)
         return Path(os.environ["AZR_TINY_MODEL_DIR"]).resolve()
@@ -348,7 +347,6 @@ def submit_tiny_run(head: RayHead, model_dir: Path, output_dir: Path) -> str:
         "selfplay.steps=2",
         "selfplay.eval_every=1",
         "selfplay.eval_size=8",
-        f"selfplay.eval_data={CRUXEVAL}",
         f"model.path={model_dir}",
         f"output_dir={output_dir}",
         "run_name=observability",

@@ -17,7 +17,7 @@ import torch
 from actors.group import RolloutGroup, split_evenly
 from actors.worker_extension import ExpectedReloadGaps
 from azr.config import ModelConfig, RolloutConfig, SamplingConfig, TinyModelConfig
-from azr.tiny_model import ensure_model
+from azr.models import ensure_model
 
 pytestmark = pytest.mark.slow
 

@@ -16,6 +16,8 @@ import torch
 
 from azr import warm_start, warm_start_data
 from azr.config import ModelConfig, TinyModelConfig, load_config
+from azr.cruxeval import load_cruxeval
+from azr.models import ModelDirError, ensure_model
 from azr.parsing import FormatError, normalize_block, parse_response
 from azr.prompts import (
     propose_abduction_prompt,
@@ -27,11 +29,7 @@ from azr.tasks import IDENTITY_PROGRAM, IDENTITY_TRIPLET, Role, TaskType
 from azr.tiny_model import (
     IM_END,
     IM_START,
-    ModelDirError,
     build_tiny_base,
-    cruxeval_path,
-    ensure_model,
-    load_cruxeval,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,8 +107,8 @@ def test_chat_template_present(tokenizer):
 
 
 def test_tokenizer_round_trips_code(tokenizer):
-    records = load_cruxeval(cruxeval_path(SMALL))
-    texts = [r["code"] for r in records[:200]] + [
+    records = load_cruxeval(SMALL.data_path)
+    texts = [r.code for r in records[:200]] + [
         "s = 'naïve café — ∑ 🙂'\n\tx = {1: [2, (3,)]}\r\n",
         "    \n\n  trailing spaces   ",
     ]
@@ -118,7 +116,7 @@ def test_tokenizer_round_trips_code(tokenizer):
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         assert tokenizer.decode(ids) == text
     # Trained on code: a typical program is far shorter in tokens than in bytes.
-    code = records[0]["code"]
+    code = records[0].code
     assert len(tokenizer(code)["input_ids"]) < len(code.encode()) / 2
 
 
@@ -132,9 +130,9 @@ def test_model_path_is_validated(tmp_path: Path, base_dir: Path):
 
 
 def test_warm_start_data_split_and_well_formed():
-    records = load_cruxeval(cruxeval_path(SMALL))
+    records = load_cruxeval(SMALL.data_path)
     train, held_out = warm_start_data.split_cruxeval(records)
-    assert len(train) + len(held_out) == sum(1 for r in records if r["input"].strip())
+    assert len(train) + len(held_out) == sum(1 for r in records if r.input.strip())
     assert not {t.program for t in train} & {t.program for t in held_out}
     examples = warm_start_data.build_examples(train, seed=0)
     combos = {(ex.task, ex.role) for ex in examples}
@@ -155,7 +153,7 @@ def test_warm_start_prompts_read_like_self_play_of_the_tiny_config():
     first induction prompt (the identity seed's) is a warm-start prompt verbatim."""
     config = load_config(REPO / "configs" / "tiny.yaml")
     ex = config.executor
-    records = load_cruxeval(cruxeval_path(SMALL))
+    records = load_cruxeval(SMALL.data_path)
     train, _ = warm_start_data.split_cruxeval(records)
     examples = warm_start_data.build_examples(train, seed=0)
 

@@ -11,8 +11,8 @@ import torch
 
 from actors.group import RolloutGroup
 from azr.config import LearnerConfig, ModelConfig, RolloutConfig, SamplingConfig, TinyModelConfig
+from azr.models import ensure_model
 from azr.tasks import TrainSample
-from azr.tiny_model import ensure_model
 from learner.checkpoint import load_hf_weights
 from learner.group import LearnerGroup
 from learner.testing import fixed_batch
