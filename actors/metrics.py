@@ -6,6 +6,8 @@ import logging
 
 from ray.util import metrics
 
+from azr.metrics import MetricFactory
+
 log = logging.getLogger(__name__)
 
 _TAGS = ("actor", "node")
@@ -15,46 +17,33 @@ class RolloutMetrics:
     """The azr_rollout_* series of one RolloutActor."""
 
     def __init__(self, actor: str, node: str) -> None:
-        tags = {"actor": actor, "node": node}
-        self.generated_tokens = metrics.Counter(
-            "azr_rollout_generated_tokens",
-            description="Tokens generated (rate = rollout tokens/s).",
-            tag_keys=_TAGS,
+        make = MetricFactory(metrics, actor=actor, node=node)
+        self.generated_tokens = make.counter(
+            "azr_rollout_generated_tokens", "Tokens generated (rate = rollout tokens/s).", _TAGS
         )
-        self.prompt_tokens = metrics.Counter(
-            "azr_rollout_prompt_tokens", description="Prompt tokens processed.", tag_keys=_TAGS
+        self.prompt_tokens = make.counter(
+            "azr_rollout_prompt_tokens", "Prompt tokens processed.", _TAGS
         )
-        self.requests_in_flight = metrics.Gauge(
+        self.requests_in_flight = make.gauge(
             "azr_rollout_requests_in_flight",
-            description="Prompts submitted to the engine and not yet finished.",
-            tag_keys=_TAGS,
+            "Prompts submitted to the engine and not yet finished.",
+            _TAGS,
         )
-        self.generate_seconds = metrics.Histogram(
+        self.generate_seconds = make.histogram(
             "azr_rollout_generate_seconds",
-            description="Latency of one generate() call (a whole batch).",
-            boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300],
-            tag_keys=_TAGS,
+            "Latency of one generate() call (a whole batch).",
+            [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300],
+            _TAGS,
         )
-        self.weight_update_seconds = metrics.Histogram(
+        self.weight_update_seconds = make.histogram(
             "azr_rollout_weight_update_seconds",
-            description="Time to load one full weight update in place.",
-            boundaries=[0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60],
-            tag_keys=_TAGS,
+            "Time to load one full weight update in place.",
+            [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60],
+            _TAGS,
         )
-        self.policy_version = metrics.Gauge(
-            "azr_rollout_policy_version",
-            description="Weight version the engine serves.",
-            tag_keys=_TAGS,
+        self.policy_version = make.gauge(
+            "azr_rollout_policy_version", "Weight version the engine serves.", _TAGS
         )
-        for metric in (
-            self.generated_tokens,
-            self.prompt_tokens,
-            self.requests_in_flight,
-            self.generate_seconds,
-            self.weight_update_seconds,
-            self.policy_version,
-        ):
-            metric.set_default_tags(tags)
 
 
 class EngineStats:
@@ -66,20 +55,21 @@ class EngineStats:
     """
 
     def __init__(self, tags: dict[str, str]) -> None:
-        def gauge(name: str, description: str) -> metrics.Gauge:
-            metric = metrics.Gauge(name, description=description, tag_keys=_TAGS)
-            metric.set_default_tags(tags)
-            return metric
-
-        self.running = gauge("azr_rollout_engine_running", "Requests the engine is running.")
-        self.waiting = gauge("azr_rollout_engine_waiting", "Requests queued in the engine.")
-        self.kv_usage = gauge("azr_rollout_engine_kv_cache_usage", "KV-cache fraction in use.")
-        self.prefix_hits = metrics.Counter(
-            "azr_rollout_engine_prefix_cache_hit_tokens",
-            description="Prompt tokens served from the prefix cache.",
-            tag_keys=_TAGS,
+        make = MetricFactory(metrics, **tags)
+        self.running = make.gauge(
+            "azr_rollout_engine_running", "Requests the engine is running.", _TAGS
         )
-        self.prefix_hits.set_default_tags(tags)
+        self.waiting = make.gauge(
+            "azr_rollout_engine_waiting", "Requests queued in the engine.", _TAGS
+        )
+        self.kv_usage = make.gauge(
+            "azr_rollout_engine_kv_cache_usage", "KV-cache fraction in use.", _TAGS
+        )
+        self.prefix_hits = make.counter(
+            "azr_rollout_engine_prefix_cache_hit_tokens",
+            "Prompt tokens served from the prefix cache.",
+            _TAGS,
+        )
 
     def factory(self, vllm_config, engine_index: int = 0):
         """A vLLM StatLoggerFactory: builds the per-engine logger bound to these metrics."""

@@ -297,12 +297,3 @@ class RolloutEngine:
 
 RolloutActor = ray.remote(RolloutEngine)
 """`RolloutEngine` as a Ray actor class: ``RolloutActor.options(...).remote(path, config, i)``."""
-
-
-def __getattr__(name: str):
-    # `from actors.rollout import RolloutGroup` works too (the group lives in its own module).
-    if name == "RolloutGroup":
-        from actors.group import RolloutGroup
-
-        return RolloutGroup
-    raise AttributeError(name)

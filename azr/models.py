@@ -75,11 +75,6 @@ def ensure_model(config: ModelConfig) -> Path:
     if config.path is not None:
         return resolve_model(config.path)
     # Imported here: building pulls in tokenizers, torch and the warm start's training loop.
-    from azr.tiny_model import build_tiny_base
-    from azr.warm_start import ensure_warm_started
+    from azr.tiny.warm_start import tiny_model
 
-    cache_dir = Path(config.cache_dir).expanduser()
-    base = build_tiny_base(config.tiny, cache_dir)
-    if config.tiny.warm_start_steps == 0:
-        return base
-    return ensure_warm_started(base, config.tiny, cache_dir)
+    return tiny_model(config.tiny, Path(config.cache_dir).expanduser())

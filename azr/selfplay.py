@@ -20,7 +20,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from azr.config import AZRConfig, SamplingConfig
@@ -34,21 +34,18 @@ from azr.prompts import (
 )
 from azr.rewards import propose_reward, solve_reward
 from azr.step_metrics import step_metrics, trr_metrics
+from azr.step_types import Proposal, Solve, StepOutput, Task, Trajectory
 from azr.tasks import (
     Executor,
     InductionTask,
     Role,
     ScoreRequest,
-    ScoreResult,
     TaskType,
     TrainSample,
     Triplet,
     ValidateRequest,
-    ValidationResult,
 )
 from azr.trr import trr_advantages
-
-Task = Triplet | InductionTask
 
 
 class Generator(Protocol):
@@ -73,52 +70,6 @@ class Services:
     executor: Executor
     store: TaskStore
     tokenizer: Any
-
-
-@dataclass
-class Trajectory:
-    """One generated response with everything needed to reward and train on it."""
-
-    task: TaskType
-    role: Role
-    prompt_token_ids: list[int]
-    token_ids: list[int]
-    logprobs: list[float]
-    policy_version: int
-    text: str
-    reward: float = 0.0
-
-
-@dataclass
-class Proposal:
-    task: TaskType
-    source_program: str | None  # induction: the program the proposer was shown
-    trajectory: Trajectory
-    parsed: ParsedAnswer | FormatError
-    validation: ValidationResult | None = None
-    new_task: Task | None = None
-    mc_accuracies: list[float] = field(default_factory=list)
-
-
-@dataclass
-class Solve:
-    task: TaskType
-    item: Task
-    trajectory: Trajectory
-    parsed: ParsedAnswer | FormatError | None = None
-    score: ScoreResult | None = None
-
-    @property
-    def accuracy(self) -> float:
-        return self.score.accuracy if self.score is not None else 0.0
-
-
-@dataclass
-class StepOutput:
-    samples: list[TrainSample]
-    metrics: dict[str, float]
-    proposals: list[Proposal]
-    solves: list[Solve]
 
 
 def _trajectories(task: TaskType, role: Role, generations: Sequence[Any]) -> list[Trajectory]:
@@ -155,7 +106,7 @@ class StepRunner:
         self.services = services
         self.rng = rng
         self.task_types = [TaskType(t) for t in config.selfplay.task_types]
-        self.timings: dict[str, float] = {}
+        self._timings: dict[str, float] = {}
 
     def _request_seed(self, step: int, round_: int) -> int:
         """A distinct, reproducible seed per (run seed, step, round); prompt i adds i."""
@@ -254,7 +205,7 @@ class StepRunner:
                 )
         started = time.perf_counter()
         results = self.services.executor.validate_many([r for _, r in pending]) if pending else []
-        self.timings["execute"] = self.timings.get("execute", 0.0) + time.perf_counter() - started
+        self._timings["execute"] = self._timings.get("execute", 0.0) + time.perf_counter() - started
         for (proposal, request), result in zip(pending, results, strict=True):
             proposal.validation = result
             if result.valid and result.outputs is not None:
@@ -338,14 +289,14 @@ class StepRunner:
             pending.append((solve_, _score_request(solve_.task, solve_.item, parsed)))
         started = time.perf_counter()
         results = self.services.executor.score_many([r for _, r in pending]) if pending else []
-        self.timings["execute"] = self.timings.get("execute", 0.0) + time.perf_counter() - started
+        self._timings["execute"] = self._timings.get("execute", 0.0) + time.perf_counter() - started
         for (solve_, _), result in zip(pending, results, strict=True):
             solve_.score = result
 
     def _generate(self, prompts: list[str], sampling: SamplingConfig, phase: str) -> list[Any]:
         started = time.perf_counter()
         out = self.services.generator.generate(prompts, sampling) if prompts else []
-        self.timings[f"generate_{phase}"] = time.perf_counter() - started
+        self._timings[f"generate_{phase}"] = time.perf_counter() - started
         return out
 
     # -- rewards, advantages, buffer -----------------------------------------------------
@@ -392,11 +343,11 @@ class StepRunner:
             if fresh:
                 stamped = [t.model_copy(update={"step": step}) for t in fresh]
                 self.services.store.add(task, stamped)
-        return StepOutput(samples, metrics, proposals, solves)
+        return StepOutput(samples, metrics, proposals, solves, timings=dict(self._timings))
 
     def run(self, step: int) -> StepOutput:
         """Round 1, round 2, rewards: one step's training samples."""
-        self.timings = {}
+        self._timings = {}
         proposals = self.propose(step)
         solves = self.solve(step, proposals)
         return self.finish(step, proposals, solves)

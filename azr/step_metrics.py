@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from azr.parsing import FormatError
 from azr.rewards import learnability
+from azr.step_types import Proposal, Solve
 from azr.tasks import Role, TaskType
 from azr.trr import group_stats, summary_metrics
-
-if TYPE_CHECKING:
-    from azr.selfplay import Proposal, Solve
 
 
 def trr_metrics(

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-from azr.config import LearnerConfig
+from azr.config import LearnerConfig, TinyModelConfig
 from azr.tasks import Role, TaskType, TrainSample
+from azr.tiny.build import init_qwen2
 from learner.nccl_sync import NCCLWeightSender
 from learner.worker import LearnerWorker
 
@@ -36,21 +37,18 @@ class CountingCommunicator:
         self.bytes += tensor.numel() * tensor.element_size()
 
 
-def qwen05b_shape(directory: Path) -> Path:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+QWEN_05B = TinyModelConfig(
+    hidden_size=896,
+    intermediate_size=4864,
+    num_layers=24,
+    num_heads=14,
+    num_kv_heads=2,
+    max_position_embeddings=4096,
+)
 
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=151936,
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-    )
-    Qwen2ForCausalLM(config).save_pretrained(directory)
+
+def qwen05b_shape(directory: Path) -> Path:
+    init_qwen2(QWEN_05B, 151936).save_pretrained(directory)
     return directory
 
 

@@ -4,7 +4,7 @@ One `Runtime` (tiny config: real Ray, vLLM CPU rollout, process sandbox pool, bu
 FSDP2 learner over gloo) serves every measurement, so all ratios come from the same run:
 
 1. **Per-phase time** of sync-mode steps driven by the driver's own pieces
-   (`StepRunner.run`, `azr.driver.schedule_update/_record`): generation (propose +
+   (`StepRunner.run`, `driver.schedule.UpdateSchedule`, `driver.loop.step_record`): generation (propose +
    solve rounds), execution, learner, weight sync, and driver overhead = step wall − the
    four. Target: driver overhead ≤ 5 % of step time.
 2. **Schedule**: the same step's work in the reference's nine sequential generation rounds
@@ -38,7 +38,6 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +48,7 @@ from tqdm import tqdm
 from weight_sync import memcpy_gbps  # same directory: the learner's sync-vs-memcpy baseline
 
 from azr.config import AZRConfig, SamplingConfig, load_config
-from azr.driver import LoopState, _finish_update, _record, schedule_update
 from azr.prompts import solve_prompt
-from azr.runtime import Runtime, _local_cpus
 from azr.selfplay import (
     Generator,
     Proposal,
@@ -61,6 +58,10 @@ from azr.selfplay import (
     with_seed,
 )
 from azr.tasks import Role, TaskType
+from driver.checkpoint import LoopState
+from driver.loop import step_record
+from driver.runtime import Runtime, local_cpus
+from driver.schedule import UpdateSchedule
 from learner.checkpoint import load_hf_weights
 from learner.weight_buckets import tensor_bytes
 
@@ -108,7 +109,17 @@ class SlowedGenerator:
         return out
 
 
-class ReferenceSchedule(StepRunner):
+class TwoRounds(StepRunner):
+    """Our schedule's generation rounds alone (propose, then solve), without rewards."""
+
+    def rounds(self, step: int) -> dict[str, float]:
+        """Run the rounds of one step; returns their phase timings."""
+        self._timings = {}
+        self.solve(step, self.propose(step))
+        return dict(self._timings)
+
+
+class ReferenceSchedule(TwoRounds):
     """The reference's order: for each task type, propose → validate → estimate → solve.
 
     Three sequential generation rounds per task type (nine per step), with the same prompts
@@ -118,10 +129,11 @@ class ReferenceSchedule(StepRunner):
 
     def _generate(self, prompts: list[str], sampling: SamplingConfig, phase: str) -> list[Any]:
         # A key per round: StepRunner keeps one per phase, and propose runs once per type here.
-        round_ = sum(k.startswith("generate_") for k in self.timings) + 1
+        round_ = sum(k.startswith("generate_") for k in self._timings) + 1
         return super()._generate(prompts, sampling, f"{phase}_round{round_}")
 
-    def rounds(self, step: int) -> tuple[list[Proposal], list[Solve]]:
+    def rounds(self, step: int) -> dict[str, float]:
+        self._timings = {}
         sp = self.config.selfplay
         proposals: list[Proposal] = []
         solves: list[Solve] = []
@@ -136,7 +148,7 @@ class ReferenceSchedule(StepRunner):
             fill = self.services.store.tasks(task, max(0, sp.batch_size - len(fresh)))
             solves.extend(estimates)
             solves.extend(self._solve_round(step, task, fill, 20 + index))
-        return proposals, solves
+        return dict(self._timings)
 
     def _solve_round(self, step: int, task: TaskType, items: list, round_: int) -> list[Solve]:
         prompts = [self._chat(solve_prompt(task, item)) for item in items]
@@ -171,21 +183,27 @@ class Bench:
         services = dataclasses.replace(rt.services, generator=generator or rt.services.generator)
         runner = StepRunner(self.config, services, random.Random(self.config.seed + self.version))
         state = LoopState(version=self.version)
+        schedule = UpdateSchedule(
+            mode,
+            rt.learner,
+            max_staleness=self.config.selfplay.max_staleness,
+            version=state.version,
+        )
         records: list[dict] = []
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner")
-        pending: Future | None = None
         try:
             for _ in tqdm(range(steps), desc=desc or mode, unit="step", leave=False):
                 step, self.next_step = self.next_step, self.next_step + 1
                 started = time.perf_counter()
                 output = runner.run(step)
-                phases: dict[str, Any] = dict(runner.timings)
-                pending = schedule_update(mode, pool, pending, rt, output, state, phases)
-                records.append(_record(step, output, phases, state, time.perf_counter() - started))
-            if pending is not None:  # not timed: the loop's last update drains after the run
-                state.version = _finish_update(pending, rt, state, {})
+                update = schedule.submit(output)
+                records.append(
+                    step_record(step, output, update, state, time.perf_counter() - started)
+                )
+            finished = schedule.drain()  # not timed: the loop's last update drains after the run
+            if finished is not None:
+                state.version = finished.version
         finally:
-            pool.shutdown(wait=True)
+            schedule.close()
             self.version = state.version
         return records
 
@@ -197,21 +215,16 @@ class Bench:
             for name in ("two", "nine"):  # same step number: same request seeds
                 counter = CountingGenerator(self.rt.services.generator)
                 services = dataclasses.replace(self.rt.services, generator=counter)
-                runner_type = ReferenceSchedule if name == "nine" else StepRunner
+                runner_type = ReferenceSchedule if name == "nine" else TwoRounds
                 runner = runner_type(self.config, services, random.Random(step))
                 started = time.perf_counter()
-                if isinstance(runner, ReferenceSchedule):
-                    runner.rounds(step)
-                else:
-                    runner.solve(step, runner.propose(step))
+                timings = runner.rounds(step)
                 seconds = time.perf_counter() - started
                 row = figures[name]
                 row["seconds"] += seconds
-                row["generate_s"] += sum(
-                    v for k, v in runner.timings.items() if k.startswith("generate_")
-                )
-                row["execute_s"] += runner.timings.get("execute", 0.0)
-                row["rounds"] += sum(k.startswith("generate_") for k in runner.timings)
+                row["generate_s"] += sum(v for k, v in timings.items() if k.startswith("generate_"))
+                row["execute_s"] += timings.get("execute", 0.0)
+                row["rounds"] += sum(k.startswith("generate_") for k in timings)
                 row["calls"] += counter.calls
                 row["prompts"] += counter.prompts
                 row["tokens"] += counter.tokens
@@ -220,7 +233,7 @@ class Bench:
     def weight_sync(self, repeats: int) -> dict[str, float]:
         results = []
         for _ in tqdm(range(repeats + 1), desc="weight sync", unit="sync", leave=False):
-            self.version += 1
+            self.version += 1  # the same weights again: each sync needs a newer version
             results.append(self.rt.sync_weights(self.version))
         results = results[1:]  # warm-up excluded
         state = load_hf_weights(Path(self.rt.model_path))
@@ -317,7 +330,7 @@ def main() -> None:
     # Runtime joins it and leaves it to us.
     ray.init(
         address="local",
-        num_cpus=_local_cpus(config),
+        num_cpus=local_cpus(config),
         include_dashboard=False,
         log_to_driver=False,
     )

@@ -25,6 +25,7 @@ from rich.console import Console
 from actors.group import RolloutGroup
 from azr.config import LearnerConfig, ModelConfig, RolloutConfig, TinyModelConfig
 from azr.models import ensure_model
+from azr.tiny.build import init_qwen2
 from learner.checkpoint import load_hf_weights
 from learner.group import LearnerGroup
 from learner.weight_buckets import tensor_bytes
@@ -35,7 +36,7 @@ console = Console()
 
 def build_model(directory: Path, hidden: int, layers: int) -> Path:
     """A Qwen2 of the requested size sharing the tiny model's tokenizer (vLLM needs one)."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config
 
     base = ensure_model(
         ModelConfig(
@@ -43,22 +44,21 @@ def build_model(directory: Path, hidden: int, layers: int) -> Path:
         )
     )
     base_config = Qwen2Config.from_pretrained(base)
-    config = Qwen2Config(
-        vocab_size=base_config.vocab_size,
+    shape = TinyModelConfig(
         hidden_size=hidden,
         intermediate_size=hidden * 11 // 4,
-        num_hidden_layers=layers,
-        num_attention_heads=hidden // 64,
-        num_key_value_heads=max(1, hidden // 256),
+        num_layers=layers,
+        num_heads=hidden // 64,
+        num_kv_heads=max(1, hidden // 256),
         max_position_embeddings=base_config.max_position_embeddings,
-        tie_word_embeddings=True,
-        bos_token_id=base_config.bos_token_id,
-        eos_token_id=base_config.eos_token_id,
-        pad_token_id=base_config.pad_token_id,
-        dtype="float32",
     )
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(config).save_pretrained(directory)
+    model = init_qwen2(
+        shape,
+        base_config.vocab_size,
+        eos_id=base_config.eos_token_id,
+        pad_id=base_config.pad_token_id,
+    )
+    model.save_pretrained(directory)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         if (base / name).is_file():
             shutil.copy2(base / name, directory / name)

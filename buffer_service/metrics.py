@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from ray.util.metrics import Counter, Gauge, Histogram
+from ray.util import metrics
 
+from azr.metrics import MetricFactory
 from azr.tasks import TaskType
 from buffer_service.record_log import DamageReport
 from buffer_service.results import AddResult
@@ -34,38 +35,41 @@ class BufferMetrics:
     """Buffer sizes, adds, dedup hits, rejections, evictions, latencies and store damage."""
 
     def __init__(self) -> None:
+        make = MetricFactory(metrics)
         task = ("task",)
-        self._size = Gauge("azr_buffer_size", "Entries in the buffer", tag_keys=task)
-        self._adds = Counter("azr_buffer_adds", "Entries stored", tag_keys=task)
-        self._dedup = Counter(
-            "azr_buffer_dedup_hits", "Entries skipped as exact duplicates", tag_keys=task
+        self._size = make.gauge("azr_buffer_size", "Entries in the buffer", task)
+        self._adds = make.counter("azr_buffer_adds", "Entries stored", task)
+        self._dedup = make.counter(
+            "azr_buffer_dedup_hits", "Entries skipped as exact duplicates", task
         )
-        self._rejected = Counter(
-            "azr_buffer_rejected", "Malformed entries rejected", tag_keys=("task", "reason")
+        self._rejected = make.counter(
+            "azr_buffer_rejected", "Malformed entries rejected", ("task", "reason")
         )
-        self._evictions = Counter(
-            "azr_buffer_evictions", "Oldest entries evicted by the size cap", tag_keys=task
+        self._evictions = make.counter(
+            "azr_buffer_evictions", "Oldest entries evicted by the size cap", task
         )
-        self._add_latency = Histogram(
+        self._add_latency = make.histogram(
             "azr_buffer_add_latency_s",
             "Seconds per add_many batch, fsync included",
-            boundaries=_LATENCY_BOUNDS_S,
-            tag_keys=task,
+            _LATENCY_BOUNDS_S,
+            task,
         )
-        self._sample_latency = Histogram(
+        self._sample_latency = make.histogram(
             "azr_buffer_sample_latency_s",
             "Seconds per sampling call inside the actor",
-            boundaries=_LATENCY_BOUNDS_S,
-            tag_keys=("task", "kind"),
+            _LATENCY_BOUNDS_S,
+            ("task", "kind"),
         )
-        self._damage = Counter(
+        self._damage = make.counter(
             "azr_buffer_store_damage",
             "Damage found when opening the store (damaged regions, torn tails, unusable records)",
-            tag_keys=("kind",),
+            ("kind",),
         )
         self._totals: dict[str, float] = defaultdict(float)
 
-    def _count(self, metric: Counter, name: str, value: float, tags: dict[str, str]) -> None:
+    def _count(
+        self, metric: metrics.Counter, name: str, value: float, tags: dict[str, str]
+    ) -> None:
         if value > 0:  # ray's Counter.inc rejects 0
             metric.inc(value, tags=tags)
             self._totals[name + ":" + ":".join(tags.values())] += value

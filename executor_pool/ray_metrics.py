@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ray.util.metrics import Counter, Gauge, Histogram
+from ray.util import metrics
+
+from azr.metrics import MetricFactory
 
 _LATENCY_BOUNDARIES = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
 
@@ -31,32 +33,31 @@ class ActorMetrics:
     """Metrics of one ExecutorActor (tags: actor name, node id)."""
 
     def __init__(self, actor: str, node: str):
-        tags = {"actor": actor, "node": node}
+        make = MetricFactory(metrics, actor=actor, node=node)
         keys = ("actor", "node")
-        self.requests = Counter(
+        self.requests = make.counter(
             "azr_executor_requests_total",
-            description="Requests (validations and scorings) finished by the executor.",
-            tag_keys=(*keys, "kind"),
-        ).set_default_tags(tags)
-        self.latency = Histogram(
+            "Requests (validations and scorings) finished by the executor.",
+            (*keys, "kind"),
+        )
+        self.latency = make.histogram(
             "azr_executor_latency_seconds",
-            description="Seconds from a request reaching the executor actor to its result, per request.",
-            boundaries=_LATENCY_BOUNDARIES,
-            tag_keys=(*keys, "kind"),
-        ).set_default_tags(tags)
-        self.queue_depth = Gauge(
+            "Seconds from a request reaching the executor actor to its result, per request.",
+            _LATENCY_BOUNDARIES,
+            (*keys, "kind"),
+        )
+        self.queue_depth = make.gauge(
             "azr_executor_queue_depth",
-            description="Requests inside the executor actor waiting for a free sandbox slot.",
-            tag_keys=keys,
-        ).set_default_tags(tags)
-        self.in_flight = Gauge(
+            "Requests inside the executor actor waiting for a free sandbox slot.",
+            keys,
+        )
+        self.in_flight = make.gauge(
             "azr_executor_in_flight",
-            description="Requests running in the executor actor's sandbox slots.",
-            tag_keys=keys,
-        ).set_default_tags(tags)
+            "Requests running in the executor actor's sandbox slots.",
+            keys,
+        )
         self.stat_counters = {
-            stat: Counter(name, description=text, tag_keys=keys).set_default_tags(tags)
-            for stat, (name, text) in STAT_COUNTERS.items()
+            stat: make.counter(name, text, keys) for stat, (name, text) in STAT_COUNTERS.items()
         }
 
     def record_call(self, kind: str, requests: int, seconds: float) -> None:
@@ -79,22 +80,20 @@ class PoolMetrics:
     """Driver-side metrics of the ExecutorPool."""
 
     def __init__(self) -> None:
-        self.queue_depth = Gauge(
+        make = MetricFactory(metrics)
+        self.queue_depth = make.gauge(
             "azr_executor_pool_queue_depth",
-            description="Requests queued in the pool waiting for an executor actor (backpressure).",
+            "Requests queued in the pool waiting for an executor actor (backpressure).",
         )
-        self.in_flight = Gauge(
-            "azr_executor_pool_in_flight",
-            description="Requests sent to executor actors and not yet answered.",
+        self.in_flight = make.gauge(
+            "azr_executor_pool_in_flight", "Requests sent to executor actors and not yet answered."
         )
-        self.actors = Gauge(
-            "azr_executor_pool_actors",
-            description="Ready executor actors per node.",
-            tag_keys=("node",),
+        self.actors = make.gauge(
+            "azr_executor_pool_actors", "Ready executor actors per node.", ("node",)
         )
-        self.retries = Counter(
+        self.retries = make.counter(
             "azr_executor_pool_retries_total",
-            description="Chunks re-run after their executor actor or sandbox failed.",
+            "Chunks re-run after their executor actor or sandbox failed.",
         )
         self._last: tuple[int, int, tuple[tuple[str, int], ...]] | None = None
         self._nodes_seen: set[str] = set()

@@ -50,6 +50,8 @@ class LearnerGroup:
         self.model_path = model_path
         self.config = config
         self.version = 0
+        """Policy version of the learner's weights: the number of updates applied."""
+        self._sent_version = 0
         self._broken: str | None = None
         hf_config = AutoConfig.from_pretrained(resolve_model(model_path))
         self.vocab_size = int(hf_config.vocab_size)
@@ -157,6 +159,7 @@ class LearnerGroup:
         tokens = sum(len(s.response_token_ids) for s in samples)
         per_rank = [([[samples[i] for i in mb] for mb in micro], tokens) for micro in plan]
         results = self._all("train_step", per_rank=per_rank)
+        self.version += 1
         summed = {
             key: sum(r[key] for r in results)
             for key in ("loss", "entropy", "clip_fraction", "mismatch_kl")
@@ -178,8 +181,12 @@ class LearnerGroup:
 
     # -- weight sync ------------------------------------------------------------------------
 
-    def sync_weights(self, rollout_group: WeightReceiver, version: int) -> dict[str, Any]:
-        """Send the current weights to the rollout engines as policy ``version``.
+    def sync_weights(
+        self, rollout_group: WeightReceiver, version: int | None = None
+    ) -> dict[str, Any]:
+        """Send the current weights to the rollout engines as policy ``version`` (default: the
+        learner's own version, its update count; an explicit one relabels the weights, and
+        later updates count on from it).
 
         CPU: rank 0 assembles the full parameters (HF names; each rank's FSDP2 shards come
         through the object store, see `learner.shard_sync`, or a gloo gather as fallback),
@@ -190,8 +197,9 @@ class LearnerGroup:
         Returns seconds, bytes, gbps, buckets, version, gather_s and put_s (rank 0's gather
         and ``ray.put`` time, CPU path) and the rollout group's own answer under ``rollout``.
         """
-        if version <= self.version:
-            raise ValueError(f"weight version {version} is not newer than {self.version}")
+        version = self.version if version is None else version
+        if version <= self._sent_version:
+            raise ValueError(f"weight version {version} is not newer than {self._sent_version}")
         start = time.perf_counter()
         timings: dict[str, float] = {}
         if self.use_gpu:
@@ -202,7 +210,7 @@ class LearnerGroup:
             num_buckets = len(refs)
             del refs  # the object store frees the buckets once no one holds a reference
         seconds = time.perf_counter() - start
-        self.version = version
+        self._sent_version = self.version = version
         self._all("record_sync", seconds, total, ranks=[0])
         return {
             "seconds": seconds,
@@ -258,8 +266,10 @@ class LearnerGroup:
         self._all("save_checkpoint", directory)
 
     def load_checkpoint(self, directory: str) -> int:
-        """Restore a `save_checkpoint` directory exactly; returns the learner step stored."""
-        return self._all("load_checkpoint", directory)[0]
+        """Restore a `save_checkpoint` directory exactly; returns the learner step stored,
+        which becomes the policy version (the engines get it at the next sync)."""
+        self.version = self._all("load_checkpoint", directory)[0]
+        return self.version
 
     def shutdown(self) -> None:
         """Leave the process group and free the actors and their reservation (idempotent)."""

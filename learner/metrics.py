@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ray.util import metrics
 
+from azr.metrics import MetricFactory
+
 _STEP_GAUGES = {
     "loss": "Policy loss (this rank's share of the global token-mean)",
     "grad_norm": "Global gradient norm before clipping",
@@ -17,35 +19,34 @@ class LearnerMetrics:
     """Per-rank learner gauges and the step-time histogram, tagged ``rank``."""
 
     def __init__(self, rank: int) -> None:
-        self.tags = {"rank": str(rank)}
+        make = MetricFactory(metrics, rank=str(rank))
+        rank_tag = ("rank",)
         self.gauges = {
-            key: metrics.Gauge(f"azr_learner_{key}", description=desc, tag_keys=("rank",))
+            key: make.gauge(f"azr_learner_{key}", desc, rank_tag)
             for key, desc in _STEP_GAUGES.items()
         }
-        self.step_seconds = metrics.Histogram(
+        self.step_seconds = make.histogram(
             "azr_learner_step_seconds",
-            description="Wall time of one learner optimizer step",
-            boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300],
-            tag_keys=("rank",),
+            "Wall time of one learner optimizer step",
+            [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300],
+            rank_tag,
         )
-        self.sync_seconds = metrics.Histogram(
+        self.sync_seconds = make.histogram(
             "azr_weight_sync_seconds",
-            description="Wall time of one weight sync (gather, buckets, rollout load)",
-            boundaries=[0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60],
-            tag_keys=("rank",),
+            "Wall time of one weight sync (gather, buckets, rollout load)",
+            [0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60],
+            rank_tag,
         )
-        self.sync_bytes = metrics.Counter(
-            "azr_weight_sync_bytes",
-            description="Bytes of weights sent to the rollout actors",
-            tag_keys=("rank",),
+        self.sync_bytes = make.counter(
+            "azr_weight_sync_bytes", "Bytes of weights sent to the rollout actors", rank_tag
         )
 
     def record_step(self, values: dict[str, float]) -> None:
         for key, gauge in self.gauges.items():
-            gauge.set(values[key], tags=self.tags)
-        self.step_seconds.observe(values["seconds"], tags=self.tags)
+            gauge.set(values[key])
+        self.step_seconds.observe(values["seconds"])
 
     def record_sync(self, seconds: float, num_bytes: int) -> None:
-        self.sync_seconds.observe(seconds, tags=self.tags)
+        self.sync_seconds.observe(seconds)
         if num_bytes:
-            self.sync_bytes.inc(num_bytes, tags=self.tags)
+            self.sync_bytes.inc(num_bytes)

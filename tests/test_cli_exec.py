@@ -28,7 +28,7 @@ def run_azr(
     }
     env.pop("RAY_ADDRESS", None)  # a local Ray of its own, never someone else's cluster
     return subprocess.run(
-        [sys.executable, "-m", "azr.cli", "exec", *args],
+        [sys.executable, "-m", "driver.cli", "exec", *args],
         input=stdin,
         capture_output=True,
         text=True,

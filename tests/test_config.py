@@ -122,17 +122,17 @@ def test_every_field_has_a_docstring():
 
 
 def test_cli_config_show_prints_resolved_yaml_and_fails_on_bad_key():
-    cmd = [sys.executable, "-m", "azr.cli", "config", "show", "selfplay.batch_size=7"]
+    cmd = [sys.executable, "-m", "driver.cli", "config", "show", "selfplay.batch_size=7"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     assert yaml.safe_load(out)["selfplay"]["batch_size"] == 7
     bad = subprocess.run(
-        [sys.executable, "-m", "azr.cli", "config", "show", "learner.nope=1"],
+        [sys.executable, "-m", "driver.cli", "config", "show", "learner.nope=1"],
         capture_output=True,
         text=True,
     )
     assert bad.returncode == 2
     assert "learner.nope: unknown key" in bad.stderr
     version = subprocess.run(
-        [sys.executable, "-m", "azr.cli", "version"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "driver.cli", "version"], capture_output=True, text=True, check=True
     )
     assert version.stdout.startswith("azr ")

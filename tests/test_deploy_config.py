@@ -31,7 +31,7 @@ PROVIDER_YAML = DEPLOY / "grafana" / "provisioning" / "dashboards" / "azr.yaml"
 PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
 SUBMIT_SH = DEPLOY / "submit.sh"
 PAPER_CONFIGS = ["qwen2.5-7b-coder.yaml", "qwen2.5-14b-coder.yaml"]
-CODE_PACKAGES = ["azr", "actors", "learner", "executor_pool", "buffer_service"]
+CODE_PACKAGES = ["azr", "driver", "actors", "learner", "executor_pool", "buffer_service"]
 REQUIRED_ROWS = [
     "Self-play health",
     "Executor pool",
@@ -283,7 +283,7 @@ def _metric_definitions() -> tuple[dict[str, str], list[tuple[re.Pattern[str], s
     for package in CODE_PACKAGES:
         for path in (REPO_ROOT / package).rglob("*.py"):
             source = path.read_text()
-            if "ray.util" not in source or "metrics" not in source:
+            if "MetricFactory" not in source:
                 continue
             tree = ast.parse(source)
             for node in ast.walk(tree):
@@ -293,18 +293,19 @@ def _metric_definitions() -> tuple[dict[str, str], list[tuple[re.Pattern[str], s
                 if not isinstance(node, ast.Call) or not node.args:
                     continue
                 func = node.func
+                # MetricFactory.counter / gauge / histogram (azr/metrics.py)
                 kind = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-                if kind not in ("Counter", "Gauge", "Histogram"):
+                if kind not in ("counter", "gauge", "histogram"):
                     continue
                 first = node.args[0]
                 if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                    exact[first.value] = kind.lower()
+                    exact[first.value] = kind
                 elif isinstance(first, ast.JoinedStr):
                     regex = "".join(
                         re.escape(part.value) if isinstance(part, ast.Constant) else "[a-z0-9_]+"
                         for part in first.values
                     )
-                    patterns.append((re.compile(regex), kind.lower()))
+                    patterns.append((re.compile(regex), kind))
     return exact, patterns
 
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 import ray
 import torch
+from support.learner import TINY_VOCAB, build_tiny_qwen2, fixed_batch
 
 from azr.config import LearnerConfig
 from azr.tasks import TrainSample
@@ -22,7 +23,6 @@ from learner.batching import (
 )
 from learner.group import LearnerDiedError, LearnerGroup
 from learner.loss import clipped_policy_loss, token_logprobs_and_entropy
-from learner.testing import TINY_VOCAB, build_tiny_qwen2, fixed_batch
 
 # ---------------------------------------------------------------- loss, by hand (no Ray)
 

@@ -1,8 +1,9 @@
 """The checkout is self-contained: no tracked file names a place outside the repository.
 
 A user's clone has no sibling folders and lives at a path of its own, so code, tests,
-benchmarks, configs, the Makefile and docs must not name ``../shared``, the checkout's own
-absolute location or its parent, or climb out of the repo with ``Path(__file__).parents[k]``.
+benchmarks, configs, the Makefile and docs must not name the development folder beside the
+checkout, the checkout's own absolute location or its parent, or climb out of the repo with
+``Path(__file__).parents[k]``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from azr.cruxeval import CRUXEVAL_FILE, load_cruxeval
 
 REPO = Path(__file__).resolve().parent.parent
 TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".sh", ".json", ".cfg", ".txt", ""}
-SIBLING = re.compile(r"\.\./shared|(?<![\w.-])shared/data\b")
+# Spelled in two parts so that this file does not name the folder it looks for.
+BESIDE = "shared"
+SIBLING = re.compile(rf"\.\./{BESIDE}|(?<![\w.-]){BESIDE}/data\b")
 
 
 def tracked_files(repo: Path) -> list[Path]:
@@ -107,7 +110,7 @@ def test_no_tracked_file_names_a_place_outside_the_repo():
 @pytest.mark.parametrize(
     ("relative", "text", "why"),
     [
-        ("azr/x.py", 'DATA = "../shared/data/cruxeval.jsonl"\n', "beside the repo"),
+        ("azr/x.py", f'DATA = "../{BESIDE}/data/cruxeval.jsonl"\n', "beside the repo"),
         ("tests/x.py", 'P = Path(__file__).resolve().parents[2] / "shared"\n', "climbs 3"),
         ("x.py", "P = Path(__file__).parent.parent / 'data'\n", "climbs 2"),
         ("configs/x.yaml", "data: {REPO}/data/x.jsonl\n", "names "),

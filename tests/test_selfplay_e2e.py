@@ -1,4 +1,4 @@
-"""End to end: `azr.driver.train` with real Ray, vLLM (CPU build), FSDP2 over gloo, the process
+"""End to end: `driver.loop.train` with real Ray, vLLM (CPU build), FSDP2 over gloo, the process
 sandbox executor pool and the durable buffer actor — sync mode, async mode and resume."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from azr.config import load_config
-from azr.driver import claim_run_dir, train
+from driver.loop import claim_run_dir, train
 
 pytestmark = pytest.mark.slow
 

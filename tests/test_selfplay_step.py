@@ -16,10 +16,10 @@ import pytest
 from actors.types import Completion, Generation
 from azr.config import load_config
 from azr.prompts import format_response
-from azr.runtime import BufferClient
 from azr.selfplay import Services, StepRunner
 from azr.tasks import Role, TaskType
 from buffer_service.buffers import TaskBuffers
+from driver.runtime import BufferClient
 from executor_pool.executor import SandboxExecutor
 
 D, A, I = TaskType.DEDUCTION, TaskType.ABDUCTION, TaskType.INDUCTION  # noqa: E741

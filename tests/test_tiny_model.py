@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from azr import warm_start, warm_start_data
 from azr.config import ModelConfig, TinyModelConfig, load_config
 from azr.cruxeval import load_cruxeval
 from azr.models import ModelDirError, ensure_model
@@ -26,7 +25,9 @@ from azr.prompts import (
     render_chat,
 )
 from azr.tasks import IDENTITY_PROGRAM, IDENTITY_TRIPLET, Role, TaskType
-from azr.tiny_model import (
+from azr.tiny import data as warm_start_data
+from azr.tiny import warm_start
+from azr.tiny.build import (
     IM_END,
     IM_START,
     build_tiny_base,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from support.learner import fixed_batch
 
 from actors.group import RolloutGroup
 from azr.config import LearnerConfig, ModelConfig, RolloutConfig, SamplingConfig, TinyModelConfig
@@ -15,7 +16,6 @@ from azr.models import ensure_model
 from azr.tasks import TrainSample
 from learner.checkpoint import load_hf_weights
 from learner.group import LearnerGroup
-from learner.testing import fixed_batch
 from learner.weight_buckets import split_into_buckets, tensor_bytes
 
 REPO = Path(__file__).resolve().parent.parent

@@ -56,7 +56,7 @@ def _m(name: str, kind: MetricKind, event: bool = False) -> Metric:
 METRICS = {
     m.name: m
     for m in [
-        # azr/telemetry.py (driver)
+        # driver/telemetry.py
         _m("azr_proposals_total", "counter"),
         _m("azr_solve_accuracy", "gauge"),
         _m("azr_valid_proposal_rate", "gauge"),

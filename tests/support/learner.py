@@ -1,4 +1,4 @@
-"""Test helpers of the learner (tiny Qwen2 checkpoint, fixed batch); used by tests and benchmarks."""
+"""Learner test fixtures: a tiny Qwen2 checkpoint with a word-level tokenizer, a fixed batch."""
 
 from __future__ import annotations
 
@@ -6,33 +6,31 @@ import math
 import random
 from pathlib import Path
 
-import torch
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import WhitespaceSplit
 
+from azr.config import TinyModelConfig
 from azr.tasks import Role, TaskType, TrainSample
+from azr.tiny.build import init_qwen2
 
 TINY_VOCAB = 512
 
 
+LEARNER_SHAPE = TinyModelConfig(
+    hidden_size=64,
+    intermediate_size=128,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    max_position_embeddings=256,
+)
+
+
 def build_tiny_qwen2(directory: Path, seed: int = 0) -> Path:
     """A randomly initialised 2-layer Qwen2 (fp32, tied embeddings) with a word-level tokenizer."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=TINY_VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        torch_dtype="float32",
-    )
-    Qwen2ForCausalLM(config).save_pretrained(directory)
+    shape = LEARNER_SHAPE.model_copy(update={"seed": seed})
+    init_qwen2(shape, TINY_VOCAB).save_pretrained(directory)
     vocab = {f"t{i}": i for i in range(TINY_VOCAB)}
     tokenizer = Tokenizer(WordLevel(vocab=vocab, unk_token="t0"))
     tokenizer.pre_tokenizer = WhitespaceSplit()

@@ -23,6 +23,7 @@ from azr.logs import LOG_DIR_ENV
 from azr.selfplay import Services
 from azr.tasks import TaskType
 from buffer_service.wire import EntryBatch
+from driver.checkpoint import step_of
 
 
 class RunFailed(RuntimeError):
@@ -89,7 +90,7 @@ def resource_demand(config: AZRConfig, gpus_in_cluster: bool) -> dict[str, float
     return {"CPU": cpu, **({"GPU": gpu} if gpu else {})}
 
 
-def _local_cpus(config: AZRConfig) -> int:
+def local_cpus(config: AZRConfig) -> int:
     """Logical CPUs for a local cluster: the machine's cores, or more if the run needs them.
 
     On a laptop-sized machine the actors may oversubscribe the cores (they are mostly idle in
@@ -166,7 +167,7 @@ class Runtime:
                 # "local": a fresh cluster even when another one runs on this machine.
                 ray.init(
                     address="local",
-                    num_cpus=_local_cpus(config),
+                    num_cpus=local_cpus(config),
                     include_dashboard=False,
                     **quiet,
                 )
@@ -195,6 +196,7 @@ class Runtime:
             try:
                 self.learner = GuardedLearner(
                     LearnerGroup(self.model_source, config.learner, seed=config.seed),
+                    self.rollout,
                     LearnerDiedError,
                 )
                 self._closers.append(self.learner.group.shutdown)
@@ -211,17 +213,20 @@ class Runtime:
         )
         return self
 
-    def sync_weights(self, version: int) -> dict:
-        return self.learner.sync(self.rollout, version)
+    def sync_weights(self, version: int | None = None) -> dict:
+        """Push the learner's weights to the rollout (as its own version unless given)."""
+        return self.learner.sync(version)
 
     def save(self, directory: Path, step: int) -> None:
+        """The learner's and the buffer's parts of a checkpoint (`driver.checkpoint`)."""
         self.learner.group.save_checkpoint(str(directory / "learner"))
         ray.get(self.buffer.checkpoint.remote(str(directory / "buffer"), step))
 
-    def restore(self, checkpoint: Path) -> None:
-        step = int(checkpoint.name.split("_")[-1])
-        self.learner.group.load_checkpoint(str(checkpoint / "learner"))
-        ray.get(self.buffer.restore.remote(str(checkpoint / "buffer"), step))
+    def restore(self, checkpoint: Path) -> int:
+        """Load a checkpoint's learner and buffer parts; returns the learner's policy version."""
+        version = self.learner.group.load_checkpoint(str(checkpoint / "learner"))
+        ray.get(self.buffer.restore.remote(str(checkpoint / "buffer"), step_of(checkpoint)))
+        return version
 
     def __exit__(self, *exc_info: object) -> None:
         for close in reversed(self._closers):
@@ -237,8 +242,9 @@ class Runtime:
 class GuardedLearner:
     """The learner group, with the death of a rank turned into :class:`RunFailed`."""
 
-    def __init__(self, group: Any, died: type[Exception]):
+    def __init__(self, group: Any, rollout: Any, died: type[Exception]):
         self.group = group
+        self.rollout = rollout
         self._died = died
 
     def train_step(self, samples: list[Any]) -> dict[str, float]:
@@ -247,8 +253,9 @@ class GuardedLearner:
         except (self._died, RayActorError) as exc:
             raise RunFailed(f"a learner worker died: {exc}") from exc
 
-    def sync(self, rollout: Any, version: int) -> dict:
+    def sync(self, version: int | None = None) -> dict:
+        """Send the learner's weights to the rollout group; the report carries the version."""
         try:
-            return self.group.sync_weights(rollout, version)
+            return self.group.sync_weights(self.rollout, version)
         except (self._died, RayActorError) as exc:
             raise RunFailed(f"weight sync failed, an actor died: {exc}") from exc

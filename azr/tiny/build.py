@@ -2,7 +2,7 @@
 
 It is built into ``model.cache_dir``: a byte-level BPE tokenizer trained offline on CRUXEval programs plus
 generated AZR-format text, a randomly initialised Qwen2-architecture model (fixed seed), a chat
-template, then the supervised warm start of `azr.warm_start`. Every stage is cached under a
+template, then the supervised warm start of `azr.tiny.warm_start`. Every stage is cached under a
 directory named by a hash of everything that determines it, so a change of settings, data or
 prompt text builds a new model and an unchanged one is reused; a file lock makes concurrent
 callers (several Ray actors, several test processes) build it once.
@@ -46,10 +46,10 @@ _COMPLETE_MARKER = ".azr-complete"
 def tokenizer_corpus(tiny: TinyModelConfig) -> list[str]:
     """Texts the tokenizer is trained on: CRUXEval programs/IO plus generated AZR responses.
 
-    The AZR part comes from `azr.warm_start_data.corpus_texts` (prompt builders and response renderer),
+    The AZR part comes from `azr.tiny.data.corpus_texts` (prompt builders and response renderer),
     so prompt wording and response markup become short token sequences.
     """
-    from azr.warm_start_data import corpus_texts
+    from azr.tiny.data import corpus_texts
 
     records = load_cruxeval(tiny.data_path)
     texts = [r.code for r in records] + [f"f({r.input}) == {r.output}" for r in records]
@@ -152,35 +152,49 @@ def train_tokenizer(corpus: list[str], tiny: TinyModelConfig):
     )
 
 
-def init_tiny_model(tiny: TinyModelConfig, tokenizer):
-    """A randomly initialised Qwen2ForCausalLM (fp32), deterministic for ``tiny.seed``."""
+def init_qwen2(
+    shape: TinyModelConfig, vocab_size: int, *, eos_id: int | None = None, pad_id: int | None = None
+):
+    """A randomly initialised fp32 Qwen2ForCausalLM with tied embeddings, of ``shape``'s
+    width, depth and heads, deterministic for ``shape.seed``.
+
+    The one builder of small Qwen2 models: the tiny model, test fixtures and benchmarks.
+    """
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    if tiny.hidden_size % tiny.num_heads or tiny.num_heads % tiny.num_kv_heads:
+    if shape.hidden_size % shape.num_heads or shape.num_heads % shape.num_kv_heads:
         raise ValueError(
             "model.tiny: hidden_size must divide by num_heads and num_heads by num_kv_heads"
         )
-    eos_id = tokenizer.convert_tokens_to_ids(IM_END)
-    pad_id = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
     config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=tiny.hidden_size,
-        intermediate_size=tiny.intermediate_size,
-        num_hidden_layers=tiny.num_layers,
-        num_attention_heads=tiny.num_heads,
-        num_key_value_heads=tiny.num_kv_heads,
-        max_position_embeddings=tiny.max_position_embeddings,
+        vocab_size=vocab_size,
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads,
+        max_position_embeddings=shape.max_position_embeddings,
         tie_word_embeddings=True,
         bos_token_id=pad_id,
         eos_token_id=eos_id,
         pad_token_id=pad_id,
         dtype="float32",
     )
-    torch.manual_seed(tiny.seed)
+    torch.manual_seed(shape.seed)
     model = Qwen2ForCausalLM(config).to(torch.float32)
-    # vLLM and `generate` stop on <|im_end|>, as with Qwen2.5-Instruct.
-    model.generation_config = GenerationConfig(
-        bos_token_id=pad_id, eos_token_id=eos_id, pad_token_id=pad_id
-    )
+    if eos_id is not None:  # vLLM and `generate` stop on it
+        model.generation_config = GenerationConfig(
+            bos_token_id=pad_id, eos_token_id=eos_id, pad_token_id=pad_id
+        )
     return model
+
+
+def init_tiny_model(tiny: TinyModelConfig, tokenizer):
+    """The tiny model's random initialisation: stops on <|im_end|>, as Qwen2.5-Instruct does."""
+    return init_qwen2(
+        tiny,
+        len(tokenizer),
+        eos_id=tokenizer.convert_tokens_to_ids(IM_END),
+        pad_id=tokenizer.convert_tokens_to_ids(PAD_TOKEN),
+    )

@@ -7,10 +7,11 @@ recorded by the actors themselves.
 
 from __future__ import annotations
 
-from ray.util.metrics import Counter, Gauge
+from ray.util import metrics
 
-from azr.selfplay import StepOutput
+from azr.metrics import MetricFactory
 from azr.step_metrics import proposal_outcome
+from azr.step_types import StepOutput
 
 
 class StepTelemetry:
@@ -18,56 +19,41 @@ class StepTelemetry:
         self.enabled = enabled
         if not enabled:
             return
-        self.proposals = Counter(
+        make = MetricFactory(metrics)
+        task = ("task_type",)
+        self.proposals = make.counter(
             "azr_proposals_total",
-            description="Proposals by task type and outcome (valid, invalid:<reason>, format_error:<reason>).",
-            tag_keys=("task_type", "outcome", "reason"),
+            "Proposals by task type and outcome (valid, invalid:<reason>, format_error:<reason>).",
+            ("task_type", "outcome", "reason"),
         )
-        self.solve_accuracy = Gauge(
-            "azr_solve_accuracy",
-            description="Mean solve accuracy of the step's solve batch.",
-            tag_keys=("task_type",),
+        self.solve_accuracy = make.gauge(
+            "azr_solve_accuracy", "Mean solve accuracy of the step's solve batch.", task
         )
-        self.valid_rate = Gauge(
-            "azr_valid_proposal_rate",
-            description="Share of proposals that validated.",
-            tag_keys=("task_type",),
+        self.valid_rate = make.gauge(
+            "azr_valid_proposal_rate", "Share of proposals that validated.", task
         )
-        self.learnability = Gauge(
-            "azr_learnability",
-            description="Mean learnability (r_propose) of valid proposals.",
-            tag_keys=("task_type",),
+        self.learnability = make.gauge(
+            "azr_learnability", "Mean learnability (r_propose) of valid proposals.", task
         )
-        self.reward = Gauge(
-            "azr_reward_mean",
-            description="Mean reward per task type and role.",
-            tag_keys=("task_type", "role"),
+        self.reward = make.gauge(
+            "azr_reward_mean", "Mean reward per task type and role.", ("task_type", "role")
         )
-        self.version = Gauge(
-            "azr_policy_version", description="Policy version of the rollout weights."
+        self.version = make.gauge("azr_policy_version", "Policy version of the rollout weights.")
+        self.step = make.gauge("azr_step", "Last completed self-play step.")
+        self.staleness = make.gauge(
+            "azr_sample_staleness_max", "Largest policy-version lag of a trained sample."
         )
-        self.step = Gauge("azr_step", description="Last completed self-play step.")
-        self.staleness = Gauge(
-            "azr_sample_staleness_max",
-            description="Largest policy-version lag of a trained sample.",
+        self.dropped = make.counter(
+            "azr_samples_dropped_stale_total", "Samples dropped as too stale."
         )
-        self.dropped = Counter(
-            "azr_samples_dropped_stale_total", description="Samples dropped as too stale."
+        self.phase = make.gauge(
+            "azr_step_phase_seconds", "Seconds spent per step phase.", ("phase",)
         )
-        self.phase = Gauge(
-            "azr_step_phase_seconds",
-            description="Seconds spent per step phase.",
-            tag_keys=("phase",),
+        self.step_seconds = make.gauge("azr_step_seconds", "Wall-clock seconds of the last step.")
+        self.idle = make.gauge(
+            "azr_learner_idle_fraction", "Share of wall time the learner was idle."
         )
-        self.step_seconds = Gauge(
-            "azr_step_seconds", description="Wall-clock seconds of the last step."
-        )
-        self.idle = Gauge(
-            "azr_learner_idle_fraction", description="Share of wall time the learner was idle."
-        )
-        self.eval = Gauge(
-            "azr_eval_accuracy", description="Greedy CRUXEval accuracy.", tag_keys=("benchmark",)
-        )
+        self.eval = make.gauge("azr_eval_accuracy", "Greedy CRUXEval accuracy.", ("benchmark",))
 
     def publish(self, record: dict, output: StepOutput) -> None:
         if not self.enabled:

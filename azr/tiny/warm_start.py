@@ -4,7 +4,7 @@ A randomly initialised model almost never writes a parsable response, let alone 
 program, which would leave self-play's valid-proposal path (Monte-Carlo solves, learnability,
 buffer growth) unexercised. So before self-play the tiny model is trained for a few hundred
 AdamW steps on responses rendered with `azr.prompts.format_response` for prompts built with the
-real prompt builders, from the *train half* of CRUXEval (`azr.warm_start_data`); it is evaluated
+real prompt builders, from the *train half* of CRUXEval (`azr.tiny.data`); it is evaluated
 on the other half, cached by a hash of its inputs.
 
 Nothing here executes a program: the evaluation checks syntax (``ast.parse``) and
@@ -31,7 +31,8 @@ from azr.config import TinyModelConfig
 from azr.cruxeval import load_cruxeval
 from azr.parsing import FormatError, parse_response
 from azr.tasks import Role, TaskType, Triplet
-from azr.warm_start_data import (
+from azr.tiny.build import build_lock, build_tiny_base, is_complete, publish
+from azr.tiny.data import (
     AST_LOCK,
     COMBOS,
     GROUPS,
@@ -54,10 +55,17 @@ EVAL_MAX_NEW_TOKENS = 160
 """Longest evaluated response (well-formed answers of the warm-start style are shorter)."""
 
 
+def tiny_model(tiny: TinyModelConfig, cache_dir: Path) -> Path:
+    """The embedded tiny model: its base (tokenizer + random init, `azr.tiny.build`), then
+    the warm start unless ``warm_start_steps`` is 0. Both cached under ``cache_dir``."""
+    base = build_tiny_base(tiny, cache_dir)
+    if tiny.warm_start_steps == 0:
+        return base
+    return ensure_warm_started(base, tiny, cache_dir)
+
+
 def ensure_warm_started(base: Path, tiny: TinyModelConfig, cache_dir: Path) -> Path:
     """The warm-started model for `base`, trained once and cached by a hash of its inputs."""
-    from azr.tiny_model import build_lock, is_complete, publish
-
     train, held_out = split_cruxeval(load_cruxeval(tiny.data_path))
     examples = build_examples(train, seed=tiny.seed)
     settings = tiny.model_dump(
@@ -316,10 +324,10 @@ def _block_of(response: str, task: TaskType, role: Role) -> str:
 def main() -> None:
     """Build (or reuse) the tiny model of configs/tiny.yaml and print its warm-start report."""
     from azr.config import load_config
-    from azr.models import ensure_model
 
     logging.basicConfig(level=logging.INFO)
-    path = ensure_model(load_config().model)  # configs/tiny.yaml: the model `make run` uses
+    model = load_config().model  # configs/tiny.yaml: the model `make run` uses
+    path = tiny_model(model.tiny, Path(model.cache_dir).expanduser())
     print(path)
     print((path / "warm_start.json").read_text())
 
