@@ -14,7 +14,7 @@ export RAY_TMPDIR := $(shell d='$(SCRATCH)/ray'; \
 	else echo "/tmp/azr-ray-$$(echo '$(CURDIR)' | md5sum | cut -c1-8)"; fi)
 export VLLM_CACHE_ROOT := $(SCRATCH)/vllm
 
-.PHONY: setup run test lint format bench clean
+.PHONY: setup run test test-unit lint format bench clean
 
 $(STAMP): pyproject.toml
 	@mkdir -p $(TMPDIR) $(RAY_TMPDIR) $(VLLM_CACHE_ROOT)
@@ -36,6 +36,10 @@ run: setup
 test: setup
 	deploy/prometheus/install.sh
 	deploy/docker/with_docker.sh $(VENV)/bin/pytest -q
+
+# The inner loop: no Ray, vLLM or Docker; seconds.
+test-unit: setup
+	$(VENV)/bin/pytest -q tests/unit
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -7,11 +7,14 @@ docstrings below are the reference documentation of every setting; defaults are 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "tiny.yaml"
@@ -138,6 +141,26 @@ class RolloutConfig(Section):
         return self.cpu_threads if self.num_cpus is None else self.num_cpus
 
 
+class DockerConfig(Section):
+    """The docker backend's container: one long-lived container per executor actor."""
+
+    image: str = "azr-executor:test"
+    """Image of the docker backend (deploy/docker/executor.Dockerfile on clusters)."""
+    cpus: float = Field(1.0, gt=0)
+    """--cpus of each executor container."""
+    pids_limit: int = Field(64, ge=8)
+    """--pids-limit of each executor container."""
+    memory_mb: int | None = Field(None, ge=128)
+    """--memory of each executor container; None = 2 * slots * memory_mb + 256 (two zygote
+    children per slot)."""
+    tmpfs_mb: int = Field(64, ge=8)
+    """Size of the container's only writable filesystem (a tmpfs on /tmp holding the run
+    directories)."""
+    sweep_interval_s: float = Field(2.0, ge=0)
+    """How often the host checks a container for processes that escaped a finished program (own
+    session, reparented to init) and replaces it if any; 0 = never."""
+
+
 class ExecutorConfig(Section):
     """The sandboxed Python executor pool: validation of proposals and scoring of answers."""
 
@@ -163,18 +186,8 @@ class ExecutorConfig(Section):
     """Modules a program may not import (checked on the AST, dotted imports included)."""
     banned_builtins: list[str] = Field(default_factory=lambda: list(DEFAULT_BANNED_BUILTINS))
     """Builtins a program may not name or call."""
-    docker_image: str = "azr-executor:test"
-    """Image of the docker backend (deploy/docker/executor.Dockerfile on clusters)."""
-    docker_cpus: float = Field(1.0, gt=0)
-    """--cpus of each executor container."""
-    docker_pids_limit: int = Field(64, ge=8)
-    """--pids-limit of each executor container."""
-    docker_memory_mb: int | None = Field(None, ge=128)
-    """--memory of each executor container; None = 2 * slots * memory_mb + 256 (two zygote children per slot)."""
-    docker_tmpfs_mb: int = Field(64, ge=8)
-    """Size of the container's only writable filesystem (a tmpfs on /tmp holding the run directories)."""
-    docker_sweep_interval_s: float = Field(2.0, ge=0)
-    """How often the host checks a container for processes that escaped a finished program (own session, reparented to init) and replaces it if any; 0 = never."""
+    docker: DockerConfig = DockerConfig()
+    """The container of the docker backend (one per executor actor)."""
     max_retries: int = Field(3, ge=0)
     """Times a batch is re-run after its executor or sandbox died."""
     chunk_size: int = Field(32, ge=1)
@@ -188,6 +201,22 @@ class ExecutorConfig(Section):
     """How long the pool waits for an executor actor to start its sandbox before giving up on it."""
     discovery_interval_s: float = Field(2.0, gt=0)
     """Least seconds between two looks at the cluster for joined/removed executor nodes."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _docker_keys_of_0_1(cls, data: Any) -> Any:
+        """``executor.docker_<key>`` (azr 0.1) still works for this release, with a warning:
+        it is ``executor.docker.<key>`` now."""
+        if not isinstance(data, dict) or not any(str(k).startswith("docker_") for k in data):
+            return data
+        data = dict(data)
+        docker = dict(data.get("docker") or {})
+        for old in [k for k in data if str(k).startswith("docker_")]:
+            new = old.removeprefix("docker_")
+            log.warning("executor.%s is deprecated: write executor.docker.%s", old, new)
+            docker.setdefault(new, data.pop(old))
+        data["docker"] = docker
+        return data
 
 
 class BufferConfig(Section):

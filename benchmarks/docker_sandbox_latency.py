@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from azr.config import ExecutorConfig  # noqa: E402
+from azr.config import DockerConfig, ExecutorConfig  # noqa: E402
 from executor_pool.docker_sandbox import DockerSandbox, container_flags, new_container_name  # noqa: E402
 from executor_pool.sandbox import ForkServerClient, ProcessSandbox  # noqa: E402
 
@@ -63,7 +63,7 @@ def warm_runs(client: ForkServerClient, count: int, label: str) -> list[float]:
 def docker_run_per_program(config: ExecutorConfig, count: int) -> list[float]:
     def one() -> None:
         flags = container_flags(config, new_container_name())
-        argv = ["docker", "run", "--rm", *flags, config.docker_image, "python3", "-c", ONE_SHOT]
+        argv = ["docker", "run", "--rm", *flags, config.docker.image, "python3", "-c", ONE_SHOT]
         done = subprocess.run(argv, capture_output=True, text=True, check=True)
         assert done.stdout.strip() == EXPECTED
 
@@ -74,7 +74,7 @@ def docker_exec_per_program(config: ExecutorConfig, count: int) -> list[float]:
     name = new_container_name()
     flags = container_flags(config, name)
     subprocess.run(
-        ["docker", "run", "--detach", "--rm", *flags, config.docker_image, "sleep", "3600"],
+        ["docker", "run", "--detach", "--rm", *flags, config.docker.image, "sleep", "3600"],
         capture_output=True, check=True,
     )  # fmt: skip
     try:
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--starts", type=int, default=5, help="container starts measured")
     parser.add_argument("--image", default=ExecutorConfig().docker_image)
     args = parser.parse_args()
-    config = ExecutorConfig(backend="docker", docker_image=args.image, slots=2)
+    config = ExecutorConfig(backend="docker", docker=DockerConfig(image=args.image), slots=2)
 
     starts = []
     for _ in tqdm(range(args.starts), desc="container starts", leave=False):

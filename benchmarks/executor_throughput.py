@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from azr.config import ExecutorConfig  # noqa: E402
+from azr.config import DockerConfig, ExecutorConfig  # noqa: E402
 from azr.cruxeval import load_cruxeval  # noqa: E402
 from azr.tasks import ValidateRequest  # noqa: E402
 from executor_pool.executor import SandboxExecutor  # noqa: E402
@@ -103,7 +103,7 @@ def sandbox_run(
         backend=backend,  # type: ignore[arg-type]
         slots=slots,
         timeout_s=5.0,
-        docker_cpus=float(slots) if docker_cpus is None else docker_cpus,
+        docker=DockerConfig(cpus=float(slots) if docker_cpus is None else docker_cpus),
     )
     requests = [ValidateRequest(program=row["code"], inputs=(row["input"],)) for row in rows]
     with SandboxExecutor(config) as executor:

@@ -23,7 +23,7 @@ Escapees: as non-root the fork-server cannot kill what a program spawned into a 
 (``os.setsid`` then return): such a process outlives its program (the zygote, its subreaper,
 inherits it) and keeps eating the container's CPU and pids, slowing later programs into false
 timeouts. A sweeper thread lists the container's processes (``docker top``: nothing runs
-inside) every ``docker_sweep_interval_s``. Only the fork-server may hang off init; a zygote's
+inside) every ``docker.sweep_interval_s``. Only the fork-server may hang off init; a zygote's
 child is a running program only while a request is outstanding and younger than the longest
 request budget. Anything else escaped, and the container is replaced (which re-runs whatever
 was in flight).
@@ -73,8 +73,8 @@ def docker_cli() -> str:
 
 def container_memory_mb(config: ExecutorConfig) -> int:
     """--memory of the container: explicit, or room for two children per slot plus the servers."""
-    if config.docker_memory_mb is not None:
-        return config.docker_memory_mb
+    if config.docker.memory_mb is not None:
+        return config.docker.memory_mb
     return 2 * config.slots * config.memory_mb + 256
 
 
@@ -99,12 +99,12 @@ def container_flags(config: ExecutorConfig, name: str) -> list[str]:
         "--init",  # tini as PID 1 reaps orphans that would otherwise fill the pids limit
         "--network", "none",
         "--read-only",
-        "--tmpfs", f"/tmp:rw,nosuid,nodev,noexec,size={config.docker_tmpfs_mb}m,mode=1777",
+        "--tmpfs", f"/tmp:rw,nosuid,nodev,noexec,size={config.docker.tmpfs_mb}m,mode=1777",
         "--workdir", "/tmp",
-        "--pids-limit", str(config.docker_pids_limit),
+        "--pids-limit", str(config.docker.pids_limit),
         "--memory", memory,
         "--memory-swap", memory,  # the same value: no swap on top of the memory limit
-        "--cpus", str(config.docker_cpus),
+        "--cpus", str(config.docker.cpus),
         "--cap-drop", "ALL",
         "--security-opt", "no-new-privileges",
         "--user", SANDBOX_USER,
@@ -115,7 +115,7 @@ def container_flags(config: ExecutorConfig, name: str) -> list[str]:
 def docker_run_argv(config: ExecutorConfig, name: str, *, docker: str = "docker") -> list[str]:
     """Full argv that starts one executor container running the fork-server on stdin/stdout."""
     return [
-        docker, "run", "-i", "--rm", *container_flags(config, name), config.docker_image,
+        docker, "run", "-i", "--rm", *container_flags(config, name), config.docker.image,
         "python3", *INTERPRETER_FLAGS, FORKSERVER_IN_IMAGE, *forkserver_args(config),
     ]  # fmt: skip
 
@@ -252,7 +252,7 @@ class DockerSandbox(ForkServerClient):
 
     def __init__(self, config: ExecutorConfig, **client_options: object) -> None:
         docker = docker_cli()
-        require_image(config.docker_image)
+        require_image(config.docker.image)
         remove_leftover_containers()
         self.config = config
         self.container_name = new_container_name()
@@ -280,7 +280,7 @@ class DockerSandbox(ForkServerClient):
         """Containers replaced because a program left a process running in them."""
         self._stop_sweeping = threading.Event()
         self._sweeper: threading.Thread | None = None
-        if config.docker_sweep_interval_s > 0:
+        if config.docker.sweep_interval_s > 0:
             self._sweeper = threading.Thread(
                 target=self._sweep_loop, name="docker-sandbox-sweeper", daemon=True
             )
@@ -344,7 +344,7 @@ class DockerSandbox(ForkServerClient):
         return True
 
     def _sweep_loop(self) -> None:
-        while not self._stop_sweeping.wait(self.config.docker_sweep_interval_s):
+        while not self._stop_sweeping.wait(self.config.docker.sweep_interval_s):
             try:
                 self.sweep_escapees()
             except Exception:  # a hiccup of the engine must not end the sweeping

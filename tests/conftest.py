@@ -97,11 +97,11 @@ EXECUTOR_BACKENDS = ["process", pytest.param("docker", marks=pytest.mark.docker)
 @pytest.fixture(scope="module", params=EXECUTOR_BACKENDS)
 def executor_config(request: pytest.FixtureRequest):  # -> azr.config.ExecutorConfig
     """ExecutorConfig for the backend under test: 2 slots, 2 s timeout, 256 MiB per run."""
-    from azr.config import ExecutorConfig
+    from azr.config import DockerConfig, ExecutorConfig
 
     overrides = {}
     if request.param == "docker":
-        overrides["docker_image"] = request.getfixturevalue("docker_image")
+        overrides["docker"] = DockerConfig(image=request.getfixturevalue("docker_image"))
     return ExecutorConfig(
         backend=request.param,
         slots=2,

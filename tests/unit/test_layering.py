@@ -14,8 +14,9 @@ import ast
 from pathlib import Path
 
 import pytest
+from support import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 PACKAGES = ("azr", "driver", "actors", "learner", "executor_pool", "buffer_service")
 COMPONENTS = ("actors", "learner", "executor_pool", "buffer_service")
 FORBIDDEN_IN_AZR = (*[p for p in PACKAGES if p != "azr"], "ray", "vllm")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from support import REPO_ROOT
 
 from actors.group import RolloutGroup, split_evenly
 from actors.worker_extension import ExpectedReloadGaps
@@ -21,7 +22,7 @@ from azr.models import ensure_model
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 SCRATCH = REPO / ".scratch"
 PROMPTS = [
     "def f(x):\n    return x",

@@ -15,11 +15,11 @@ import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
-from pathlib import Path
 
 import pytest
+from support import REPO_ROOT
 
-from azr.config import ExecutorConfig
+from azr.config import DockerConfig, ExecutorConfig
 from executor_pool.docker_sandbox import (
     OWNER_LABEL,
     SANDBOX_LABEL,
@@ -33,7 +33,6 @@ from executor_pool.sandbox import FORKSERVER_FILES, SandboxError
 
 pytestmark = pytest.mark.docker
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # About 50 ms of work per call: long enough that a batch is in flight when we break things.
 BUSY_PROGRAM = (
     "def f(n):\n    total = 0\n    for i in range(n):\n        total += i % 7\n    return total + n"
@@ -62,16 +61,16 @@ def run(sandbox: DockerSandbox, program: str, *inputs: str, timeout: float = 2.0
     )
 
 
-def make_config(image: str, **changes: object) -> ExecutorConfig:
+def make_config(image: str, sweep_interval_s: float = 2.0, **changes: object) -> ExecutorConfig:
+    docker = DockerConfig(
+        image=image, pids_limit=48, cpus=1.0, tmpfs_mb=16, sweep_interval_s=sweep_interval_s
+    )
     settings: dict[str, object] = {
         "backend": "docker",
-        "docker_image": image,
         "slots": 2,
         "timeout_s": 2.0,
         "memory_mb": 256,
-        "docker_pids_limit": 48,
-        "docker_cpus": 1.0,
-        "docker_tmpfs_mb": 16,
+        "docker": docker,
     }
     settings.update(changes)
     return ExecutorConfig(**settings)
@@ -91,15 +90,15 @@ def test_container_runs_with_the_isolation_flags(sandbox: DockerSandbox) -> None
     host = info["HostConfig"]
     assert host["NetworkMode"] == "none"
     assert host["ReadonlyRootfs"] is True
-    assert host["PidsLimit"] == config.docker_pids_limit
+    assert host["PidsLimit"] == config.docker.pids_limit
     assert host["Memory"] == container_memory_mb(config) << 20
-    assert host["NanoCpus"] == int(config.docker_cpus * 1e9)
+    assert host["NanoCpus"] == int(config.docker.cpus * 1e9)
     assert host["CapDrop"] == ["ALL"]
     assert "no-new-privileges" in host["SecurityOpt"]
     assert host["Init"] is True
     assert host["AutoRemove"] is True
     assert set(host["Tmpfs"]) == {"/tmp"}
-    assert f"size={config.docker_tmpfs_mb}m" in host["Tmpfs"]["/tmp"]
+    assert f"size={config.docker.tmpfs_mb}m" in host["Tmpfs"]["/tmp"]
     assert "noexec" in host["Tmpfs"]["/tmp"]
     user = info["Config"]["User"]
     assert user.split(":")[0] not in ("", "0", "root")
@@ -169,7 +168,7 @@ def submit_busy(
 
 
 def test_killed_container_is_replaced_and_in_flight_programs_rerun(docker_image: str) -> None:
-    with DockerSandbox(make_config(docker_image, docker_sweep_interval_s=0)) as sandbox:
+    with DockerSandbox(make_config(docker_image, sweep_interval_s=0)) as sandbox:
         first = sandbox.container_name
         futures, expected = submit_busy(sandbox, 24)
         futures[0].result(timeout=60)  # the batch is running
@@ -189,7 +188,7 @@ def test_killed_container_is_replaced_and_in_flight_programs_rerun(docker_image:
 
 
 def test_wedged_container_is_detected_and_replaced(docker_image: str) -> None:
-    config = make_config(docker_image, docker_sweep_interval_s=0)
+    config = make_config(docker_image, sweep_interval_s=0)
     with DockerSandbox(config, margin_s=0.5) as sandbox:
         wedged = sandbox.container_name
         assert docker("pause", wedged).returncode == 0
@@ -217,7 +216,7 @@ def escape_program(body: str) -> str:
 
 
 def test_escaped_process_gets_its_container_replaced(docker_image: str) -> None:
-    config = make_config(docker_image, docker_sweep_interval_s=0.3)
+    config = make_config(docker_image, sweep_interval_s=0.3)
     escape = escape_program("while True:\n            pass")
     with DockerSandbox(config) as sandbox:
         first = sandbox.container_name
@@ -233,7 +232,7 @@ def test_escaped_process_gets_its_container_replaced(docker_image: str) -> None:
 
 
 def test_escapee_is_found_by_age_while_the_sandbox_stays_busy(docker_image: str) -> None:
-    config = make_config(docker_image, timeout_s=0.25, docker_sweep_interval_s=0)
+    config = make_config(docker_image, timeout_s=0.25, sweep_interval_s=0)
     escape = escape_program("time.sleep(3600)")
     busy = {"op": "run", "program": BUSY_PROGRAM, "inputs": ["300000"], "timeout": 0.25}
     # Longest request budget: 2 * 0.25 + 0.5 = 1 s; the sweeper allows 1 s more (etimes: whole s).
@@ -255,7 +254,7 @@ def test_escapee_is_found_by_age_while_the_sandbox_stays_busy(docker_image: str)
 
 
 def test_a_running_program_is_not_taken_for_an_escapee(docker_image: str) -> None:
-    with DockerSandbox(make_config(docker_image, docker_sweep_interval_s=0)) as sandbox:
+    with DockerSandbox(make_config(docker_image, sweep_interval_s=0)) as sandbox:
         busy = sandbox.submit(
             {
                 "op": "run",
@@ -298,7 +297,7 @@ def test_leftover_containers_of_dead_owners_are_removed(docker_image: str) -> No
     alive = start_labelled_container(docker_image, f"{host}:{os.getpid()}")
     elsewhere = start_labelled_container(docker_image, "some-other-host:1")
     try:
-        with DockerSandbox(make_config(docker_image, docker_sweep_interval_s=0)):
+        with DockerSandbox(make_config(docker_image, sweep_interval_s=0)):
             assert inspect(orphan) is None  # a new sandbox cleans up after crashed ones
             assert inspect(alive) is not None
             assert inspect(elsewhere) is not None
@@ -364,7 +363,7 @@ def test_shipped_dockerfile_builds_an_equivalent_image(docker_image: str) -> Non
         fields = "{{json .Config.User}} {{json .Config.Cmd}} {{json .Config.WorkingDir}}"
         shipped = docker("image", "inspect", "--format", fields, tag).stdout
         assert shipped == docker("image", "inspect", "--format", fields, docker_image).stdout
-        with DockerSandbox(make_config(tag, docker_sweep_interval_s=0)) as sandbox:
+        with DockerSandbox(make_config(tag, sweep_interval_s=0)) as sandbox:
             reply = sandbox.call(
                 {"op": "validate", "program": "def f(x):\n    return {x, -x}", "inputs": ["3"]}
             )

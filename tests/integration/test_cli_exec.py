@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import REPO_ROOT
 
 from azr.cruxeval import load_cruxeval
 from executor_pool.cli import parse_line
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 
 
 def run_azr(
@@ -197,7 +198,7 @@ def test_score_with_the_docker_backend(tmp_path: Path, docker_image: str) -> Non
     source = write_jsonl(tmp_path / "answers.jsonl", SCORE_LINES)
     done = run_azr(
         "score", "--backend", "docker", "--workers", "1", str(source),
-        f"executor.docker_image={docker_image}",
+        f"executor.docker.image={docker_image}",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     check_scores(records(done.stdout))

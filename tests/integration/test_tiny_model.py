@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import REPO_ROOT
 
 from azr.config import ModelConfig, TinyModelConfig, load_config
 from azr.cruxeval import load_cruxeval
@@ -33,7 +34,7 @@ from azr.tiny.build import (
     build_tiny_base,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 SMALL = TinyModelConfig(
     vocab_size=1024,
     hidden_size=64,

@@ -17,7 +17,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from azr.config import ExecutorConfig
+from azr.config import DockerConfig, ExecutorConfig
 from azr.tasks import ScoreRequest, TaskType, ValidateRequest
 from executor_pool.pool import ExecutorPool, ExecutorPoolError
 
@@ -116,7 +116,7 @@ def head_id() -> str:
 
 
 def test_a_backend_that_cannot_start_fails_the_pool_with_its_error(cluster: Cluster) -> None:
-    config = executor_config(backend="docker", docker_image="azr-no-such-image:never")
+    config = executor_config(backend="docker", docker=DockerConfig(image="azr-no-such-image:never"))
     with pytest.raises(ExecutorPoolError) as failure:
         ExecutorPool(config)
     message = str(failure.value)

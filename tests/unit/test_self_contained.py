@@ -14,10 +14,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support import REPO_ROOT
 
 from azr.cruxeval import CRUXEVAL_FILE, load_cruxeval
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".sh", ".json", ".cfg", ".txt", ""}
 # Spelled in two parts so that this file does not name the folder it looks for.
 BESIDE = "shared"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from support import REPO_ROOT
 from support.learner import fixed_batch
 
 from actors.group import RolloutGroup
@@ -18,7 +19,7 @@ from learner.checkpoint import load_hf_weights
 from learner.group import LearnerGroup
 from learner.weight_buckets import split_into_buckets, tensor_bytes
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 BUCKET_MB = 1
 
 

@@ -136,3 +136,16 @@ def test_cli_config_show_prints_resolved_yaml_and_fails_on_bad_key():
         [sys.executable, "-m", "driver.cli", "version"], capture_output=True, text=True, check=True
     )
     assert version.stdout.startswith("azr ")
+
+
+def test_docker_keys_of_0_1_still_load_with_a_warning(caplog: pytest.LogCaptureFixture):
+    """`executor.docker_<key>` (0.1) maps onto `executor.docker.<key>` for one release."""
+    with caplog.at_level("WARNING", logger="azr.config"):
+        config = load_config(
+            None, ["executor.docker_image=img:1", "executor.docker_cpus=3", "executor.slots=4"]
+        )
+    assert config.executor.docker.image == "img:1" and config.executor.docker.cpus == 3.0
+    assert "executor.docker_image is deprecated: write executor.docker.image" in caplog.text
+    assert load_config(None, ["executor.docker.image=img:2"]).executor.docker.image == "img:2"
+    with pytest.raises(ConfigError, match="executor.docker.nope: unknown key"):
+        load_config(None, ["executor.docker_nope=1"])

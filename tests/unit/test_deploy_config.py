@@ -19,10 +19,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from support import REPO_ROOT
 
 from azr.config import load_config
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = REPO_ROOT / "deploy"
 CLUSTER_YAML = REPO_ROOT / "ray_cluster.yaml"
 DASHBOARD_JSON = DEPLOY / "grafana" / "dashboards" / "azr.json"
@@ -99,7 +99,7 @@ def test_cluster_node_types_match_the_paper_configs():
         assert config.executor.backend == "docker", name
         # The executor nodes build the image the configs run.
         setup = "\n".join(types["executor"]["worker_setup_commands"])
-        assert f"-t {config.executor.docker_image}" in setup, name
+        assert f"-t {config.executor.docker.image}" in setup, name
         assert "docker.io" in setup and "executor.Dockerfile" in setup
         # GPU work: rollout engines and learner workers fit the gpu node type's capacity
         # (p5.48xlarge = 8 GPUs per node).
