@@ -1,14 +1,10 @@
-"""RolloutActor: one vLLM engine in a Ray actor; RolloutGroup: M of them behind one call.
+"""RolloutActor: one vLLM engine in a Ray actor (RolloutGroup, in actors/group.py, holds M).
 
-CPU (the vLLM CPU build): the engine runs in the actor's own process
-(``VLLM_ENABLE_V1_MULTIPROCESSING=0``), eager mode, an explicit KV-cache size, and the actor's
-OpenMP/torch threads pinned to its own cores. GPU: the same engine with tensor parallelism from
-the config (unverified: vLLM's GPU build could not be carried to the one GPU we were lent).
-
-Weights are updated in place, never by restarting the engine: the buckets of a full HF state
-dict go through the worker extension's ``reload_weights``, then the prefix cache is reset (cached
-KV blocks were computed by the old weights and would otherwise be silently reused for any prompt
-sharing a prefix), then the policy version is bumped. Every completion carries that version.
+The engine runs in the actor's process on CPU (the vLLM CPU build), or on GPUs with tensor
+parallelism. Invariants: weights are updated in place, never by restarting the engine; after
+every update the prefix cache is reset before the policy version is bumped (cached KV blocks of
+the old weights must not serve new prompts); every completion carries the version that produced
+it and the logprobs of the distribution it was sampled from. Engine settings: docs/rollout.md.
 """
 
 from __future__ import annotations
@@ -98,11 +94,8 @@ class RolloutEngine:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
             self.cores = pin_cpu_threads(self.config.cpu_threads, self.actor_index)
             engine_args["kv_cache_memory_bytes"] = self.config.kv_cache_memory_bytes
-            # No chunked prefill on CPU: a prompt prefilled in part has its sampled token
-            # discarded, and vLLM then rewinds that request's seeded generator with
-            # `Generator.set_offset`, which CPU generators do not support ("CPU Generator does
-            # not use offset"). Any batch of distinct seeded prompts longer in total than the
-            # token budget hit it. Whole-prompt scheduling needs no rewind.
+            # No chunked prefill on CPU: a partly prefilled prompt makes vLLM rewind its seeded
+            # generator (`Generator.set_offset`), which CPU generators do not support.
             engine_args["enable_chunked_prefill"] = False
         else:
             self.cores = []

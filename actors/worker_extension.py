@@ -1,15 +1,10 @@
 """Methods added to vLLM's worker (``worker_extension_cls``) for in-place weight updates.
 
 vLLM calls them through ``LLM.collective_rpc(name, args=...)``; ``self`` is the vLLM worker.
-CPU build: the engine runs in-process, so the arguments arrive as live Python objects (an
-iterator over CPU tensors) and go straight into the worker's ``reload_weights``, which loads
-checkpoint-format (HF-named) tensors in place — fused layers (qkv, gate_up) are rebuilt layer by
-layer, so one reload must see every shard of a fused layer: callers pass the whole state dict in
-one call (a lazily resolved iterator over its buckets).
-GPU: the learner's rank 0 broadcasts each tensor over a dedicated NCCL group (vLLM's
-StatelessProcessGroup + PyNcclCommunicator); the worker receives and reloads them. This
-receiving side is unverified (it needs vLLM's GPU build and a second GPU; the learner's sending
-side is verified by tests/test_learner_gpu.py).
+CPU build: HF-named tensors arrive as one live iterator over the whole state dict (fused layers
+are rebuilt layer by layer, so one reload must see every shard of a fused layer) and go into
+``reload_weights``. GPU: tensors arrive over the learner's NCCL group (``learner/nccl_sync.py``).
+Why, and what is verified: docs/rollout.md.
 """
 
 from __future__ import annotations
@@ -67,8 +62,8 @@ class WeightSyncExtension:
         With ``tie_word_embeddings`` the checkpoint has no lm_head weight, so the layer-wise
         reload never visits lm_head: its weight is shared with the embedding (updated), but the
         CPU build's prepacked GEMM copy of it (made in ``process_weights_after_loading``) keeps
-        the old values — measured here: logprobs off by up to ~2 nats after an update. Re-running
-        that step repacks it; untied models are left alone.
+        the old values (docs/rollout.md). Re-running that step repacks it; untied models are
+        left alone.
         """
         model = self.model_runner.model  # type: ignore[attr-defined]
         if not getattr(getattr(model, "config", None), "tie_word_embeddings", False):

@@ -4,25 +4,8 @@ Every generation must have the R1 shape::
 
     <think> reasoning </think> <answer> fenced blocks </answer>
 
-:func:`parse_response` turns a response into a :class:`ParsedAnswer` or a
-:class:`FormatError` with a machine-readable ``reason``. It never raises for any input and
-never falls back to "the whole answer": a missing, duplicated, empty or unexpected block is
-a format error.
-
-Rules (the same for all six task type x role combinations):
-
-* The text is at most ``max_chars`` characters (``text_too_long`` otherwise).
-* Exactly one ``<think>``, ``</think>``, ``<answer>`` and ``</answer>`` tag, in that order.
-  The think block is required: the R1 format puts the reasoning first, and requiring it
-  keeps the format reward aligned with the paper. Only whitespace may appear before
-  ``<think>``, between ``</think>`` and ``<answer>``, and after ``</answer>``.
-* Inside the answer, fenced blocks open with a line ```` ```label ```` and close with a line
-  ```` ``` ````. Prose between blocks is allowed (it is ignored), but every fence must be
-  well formed, labelled and closed, and only the labels of the combination may appear.
-* Block contents are stripped of surrounding whitespace; python blocks keep their relative
-  indentation (leading/trailing blank lines dropped, common indentation removed).
-
-Required blocks per combination:
+with exactly one of each tag, in that order, and inside the answer fenced blocks (a line
+```` ```label ````, the content, a line ```` ``` ````) of these labels only:
 
 =====================  =========================================================
 propose deduction      one ``python`` + one ``input``
@@ -33,19 +16,9 @@ solve abduction        one ``input``
 solve induction        one ``python``
 =====================  =========================================================
 
-Consequence of the tag and fence rules: a block cannot contain a think/answer tag or a line
-that is exactly a fence (e.g. a program with the string ``"<answer>"`` is a format error);
-:func:`azr.prompts.format_response` refuses such content for the same reason.
-
-Parsing evaluates nothing: whether an input is a valid literal argument list is the
-executor's job. Likewise, whether an induction proposal has exactly N inputs is a
-*validation* matter (reason ``wrong_input_count``, see :meth:`ParsedAnswer.rejection`),
-not a format error, so a proposal with the wrong count earns the "well formed but wrong"
-reward rather than the format penalty.
-
-All scanning is linear in the text length (``str.count``/``str.find`` and anchored,
-non-nested regexes applied per line), so adversarially large responses cannot cause
-catastrophic backtracking.
+Invariants: :func:`parse_response` never raises and never falls back to "the whole answer"
+(a missing, duplicated, empty or unexpected block is a :class:`FormatError`); it evaluates
+nothing; it runs in time linear in the text. The full rules and why: docs/selfplay.md.
 """
 
 from __future__ import annotations

@@ -1,24 +1,11 @@
 """Prompt builders for the six (task type x role) combinations, and a response renderer.
 
-One builder per combination keeps every signature explicit about what that prompt shows:
-
-=====================  ======================================================
-propose deduction      :func:`propose_deduction_prompt` (K reference triplets)
-propose abduction      :func:`propose_abduction_prompt` (K reference triplets)
-propose induction      :func:`propose_induction_prompt` (one program, N)
-solve deduction        :func:`solve_deduction_prompt` (program, input)
-solve abduction        :func:`solve_abduction_prompt` (program, output)
-solve induction        :func:`solve_induction_prompt` (visible pairs, message)
-=====================  ======================================================
-
-:func:`solve_prompt` builds a solver prompt straight from a buffer task. The text is the
-*user message*; :func:`render_chat` wraps it in the tokenizer's chat template.
-
-:func:`format_response` renders a well-formed answer for any combination (warm-start data,
-tests); ``parse_response(format_response(...))`` returns the same (normalised) blocks.
-
-The wording is this project's own. Every prompt ends with the exact output format that
-:mod:`azr.parsing` enforces.
+One builder per combination (``propose_deduction_prompt`` ... ``solve_induction_prompt``), each
+explicit about what its prompt shows; :func:`solve_prompt` builds a solver prompt from a buffer
+task; :func:`render_chat` wraps the user message in the tokenizer's chat template. Invariants:
+every prompt ends with the exact output format :mod:`azr.parsing` enforces, and
+``parse_response(format_response(...))`` returns the same (normalised) blocks. The wording is
+this project's own (docs/selfplay.md).
 """
 
 from __future__ import annotations

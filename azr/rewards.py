@@ -1,26 +1,10 @@
 """Rewards with format penalties (AZR_SPEC "Rewards with format penalties").
 
-Every generation gets one scalar reward:
-
-* ``-1.0`` (:data:`FORMAT_PENALTY`) when the response is not well formed
-  (:func:`azr.parsing.parse_response` returned a ``FormatError``);
-* ``-0.5`` (:data:`WRONG_PENALTY`) when it is well formed but wrong: a solve with accuracy
-  0, or a proposal that failed validation;
-* otherwise ``r_role``: the solve accuracy for a solver, the learnability of the task for
-  a proposer.
-
-Partial accuracy (the induction ``fraction`` mode) maps to reward = accuracy whenever it is
-above 0, so 0.6 of the hidden pairs earns 0.6, and only a complete miss earns -0.5. This is
-what the reference code does and keeps the reward monotone in accuracy.
-
-The learnability rule is a config choice:
-
-* ``"paper"``: s = mean MC accuracy; ``1 - s`` if ``0 < s < 1`` else ``0``.
-* ``"reference"``: as the reference code trains: ``1 - s`` if ``0 < s < 1`` else ``-0.5``
-  (a valid task that every MC sample solves, or none does, is treated like a wrong
-  proposal).
-
-Monte-Carlo samples that fail to parse count as accuracy 0 in ``mc_accuracies``.
+Every generation gets one scalar reward: ``-1.0`` (:data:`FORMAT_PENALTY`) when the response is
+not well formed; ``-0.5`` (:data:`WRONG_PENALTY`) when it is well formed but wrong (a solve with
+accuracy 0, a proposal that failed validation); otherwise ``r_role``: the solve accuracy (a
+partial induction accuracy counts as itself) or the learnability of the proposed task under the
+configured rule (``"paper"`` or ``"reference"``, see :func:`learnability`). Why: docs/selfplay.md.
 """
 
 from __future__ import annotations
@@ -71,7 +55,11 @@ def solve_reward(parsed_ok: bool, score: ScoreResult | None) -> float:
 
 
 def learnability(mc_accuracies: Sequence[float], rule: LearnabilityRule = "paper") -> float:
-    """Learnability of a valid task from its Monte-Carlo solve accuracies (each in [0, 1])."""
+    """Learnability of a valid task from its Monte-Carlo solve accuracies (each in [0, 1]).
+
+    With s their mean: ``1 - s`` if ``0 < s < 1``; otherwise 0 (``"paper"``) or -0.5
+    (``"reference"``, as the reference code trains).
+    """
     if not mc_accuracies:
         raise ValueError("learnability needs at least one Monte-Carlo solve accuracy")
     s = math.fsum(_checked_accuracy(a) for a in mc_accuracies) / len(mc_accuracies)

@@ -1,17 +1,11 @@
 """One AZR self-play step, in two generation rounds.
 
-The reference code runs nine sequential generation rounds per step (propose, estimate, solve,
-for each task type in turn). We run two:
-
-1. **propose** — every proposer prompt of every task type in one batch;
-   the proposals are parsed and validated in the executor pool.
-2. **solve** — the n Monte-Carlo samples of every valid proposal *and* the solves of the
-   buffer-filled part of each solve batch, in one batch; all answers are scored together.
-
-A new task's solve trajectory is one of its own Monte-Carlo samples (chosen uniformly), so
-nothing is generated twice. The functions here know nothing about Ray: the services are
-passed in (see :class:`Services`), which is what lets the benchmark replay the same work in
-the reference's nine-round order.
+Round 1 generates every proposal of every task type at once, then validates them; round 2
+generates the n Monte-Carlo samples of every valid proposal together with the buffer-filled
+solves, then scores every answer. Invariants: nothing is generated twice (a new task's solve is
+one of its own Monte-Carlo samples, chosen uniformly), and nothing here knows Ray: the services
+are passed in (:class:`Services`). Why two rounds and not the reference's nine:
+docs/selfplay.md.
 """
 
 from __future__ import annotations

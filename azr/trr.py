@@ -1,14 +1,9 @@
 """Task-Relative REINFORCE++ advantages: one baseline per (task type x role).
 
-For a sample in group g: ``A = (r - mean_g) / (std_g + eps)``, with mean and std taken
-over that step's samples of group g. The std is the *population* std (ddof = 0): the
-batch is the whole group for this step, not a sample from which an unbiased estimate is
-wanted, and ddof = 0 stays defined for a group of one.
-
-A group of one sample, or one whose rewards are all equal, gets advantage exactly 0 for
-each of its samples (there is nothing to prefer within it), rather than the rounding noise
-of ``(r - mean) / eps``. NaN or infinite rewards are rejected with ValueError: they would
-poison the whole update.
+For a sample in group g: ``A = (r - mean_g) / (std_g + eps)``, over that step's samples of
+group g, with the population std (ddof = 0). Invariants: a group of one sample, or whose rewards
+are all equal, gets advantage exactly 0; NaN or infinite rewards raise ValueError.
+Why: docs/selfplay.md.
 """
 
 from __future__ import annotations

@@ -1,33 +1,13 @@
 """Checking buffer entries and computing their dedup keys.
 
-Entries carry model-written source text, so everything here treats it as hostile data: it is
-parsed and compiled but never executed, evaluated or unpickled. Every check reports a
-machine-readable reason (EntryRejected), so one bad entry in a batch never costs the others.
-
-Dedup key (AZR_SPEC "exact duplicates are skipped"): a digest of the normalised program and
-the normalised input(s); induction keys use the tuple of all inputs (visible then hidden).
-
-- Inputs are normalised to their literal AST: the argument list is parsed and every argument
-  is written out as a flat pre-order token stream of its nodes (node type, arity, and the
-  ``repr`` of each constant). Two inputs get the same form exactly when their ASTs are equal,
-  i.e. when ``ast.unparse`` round-trips them to the same text (:func:`normalise_input`), so
-  spacing, comments, redundant parentheses and quote style never make a duplicate look new;
-  walking the tree once (it is walked anyway to check that every argument is a literal) is
-  far cheaper than printing it with ``ast.unparse``, which is pure Python.
-- Programs are normalised one step further down the same pipeline: the AST is *compiled*
-  and the code objects are fingerprinted with every source position left out. Comments,
-  blank lines, indentation, spacing and redundant parentheses therefore never make a
-  duplicate look new, exactly as with ``ast.unparse(ast.parse(src))``; in addition, programs
-  the compiler folds to identical code (``x * (1 + 1)`` vs ``x * 2``, dead ``if 0:`` blocks)
-  are duplicates too, which they are behaviourally. A docstring is part of the program (it
-  is a constant of the code, visible as ``f.__doc__``): changing it makes a new program,
-  changing a comment does not. Why compile rather than ``ast.dump``/``ast.unparse`` of
-  ``ast.parse``: building the Python AST objects alone costs as much as compiling (the
-  parser runs in both; compiling stays in C), and printing them is pure Python and costs more
-  than both (~75 us per CRUXEval program for ``ast.unparse``), which would cap batched adds
-  well below the 10,000/s target.
-- Bytecode belongs to a Python version, so keys carry a scheme tag (:data:`KEY_SCHEME`); the
-  buffer recomputes stored keys when the interpreter (or the key scheme) changes.
+Entries carry model-written source text, treated as hostile data: parsed and compiled, never
+executed, evaluated or unpickled. Every check reports a machine-readable reason
+(EntryRejected), so one bad entry in a batch never costs the others. The dedup key
+(AZR_SPEC "exact duplicates are skipped") is a digest of the normalised program (its compiled
+code, source positions left out) and the normalised input(s) (their literal ASTs; induction:
+all inputs, visible then hidden). Invariant: two entries share a key exactly when those normal
+forms are equal; keys carry :data:`KEY_SCHEME`, as bytecode belongs to a Python version. Why
+compile, and measured costs: docs/buffer.md.
 """
 
 from __future__ import annotations
@@ -334,10 +314,9 @@ def batch_keys(
 
     The same result as :func:`entry_key` per entry. Triplets are processed in passes over
     the batch (every program, then every input, then every output; an entry leaves at its
-    first failure, so the reason is the one :func:`entry_key` gives): running the compiler
-    and the parser back to back over many texts is ~15% cheaper than alternating them per
-    entry (their code and tables stay in the CPU caches). Hostile programs can trigger
-    SyntaxWarnings by the thousand; they must not flood logs.
+    first failure, so the reason is the one :func:`entry_key` gives), which keeps the
+    compiler's and the parser's code in the CPU caches (docs/buffer.md). Hostile programs can
+    trigger SyntaxWarnings by the thousand; they must not flood logs.
     """
     entries = list(entries)
     out: Keys = [(None, None)] * len(entries)

@@ -1,21 +1,11 @@
 """KeyPool: the dedup keys of a large batch, computed in parallel processes.
 
-A key means parsing and compiling model-written source (:mod:`buffer_service.entries`):
-~50 us per CRUXEval-sized entry, over 90 % of what an add costs, and CPU-bound Python that
-holds the GIL, so threads cannot share it. A batch of deduction or abduction triplets is
-therefore cut into ``workers + 1`` contiguous chunks: the buffer's own process computes the
-first while ``workers`` helper processes compute the others. The result is exactly that of
-:func:`~buffer_service.entries.batch_keys` (same code, same interpreter; keys do not depend on
-the hash seed). Induction batches (a few tasks per step) and batches of fewer than
-``MIN_PARALLEL_BATCH`` valid-looking triplets stay in process.
-
-What crosses to a helper is plain text and what comes back is plain keys and reasons; the
-helpers only parse and compile, never execute. Helpers are forked from a ``forkserver`` that
-imported only :mod:`buffer_service.entries` (not the Ray worker around the buffer), and they
-die with it, as it dies with the buffer's process: a killed buffer actor leaves no helper
-behind. A helper that dies mid-batch (a parser crash on a hostile text) costs nothing but time:
-its chunk is recomputed in process and the pool is started afresh for the next batch. The
-helpers start with the first large batch (~0.5 s, once).
+Keys are CPU-bound Python (parse and compile) that holds the GIL, so a batch of deduction or
+abduction triplets is cut into ``workers + 1`` contiguous chunks: this process computes the
+first, helper processes the others. Invariants: the result is exactly that of
+:func:`~buffer_service.entries.batch_keys`; helpers only parse and compile (plain text in,
+plain keys out), die with the buffer's process, and a helper's failure only costs time (its
+chunk is recomputed here). Why and measured costs: docs/buffer.md.
 """
 
 from __future__ import annotations
@@ -34,7 +24,7 @@ from buffer_service.entries import Keys, batch_keys, text_keys
 log = logging.getLogger(__name__)
 
 MIN_PARALLEL_BATCH = 64
-"""Smaller batches stay in process: shipping a chunk costs ~1 ms, more than it saves."""
+"""Smaller batches stay in process: shipping a chunk costs more than it saves."""
 
 _PR_SET_PDEATHSIG = 1
 

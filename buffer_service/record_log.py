@@ -1,12 +1,8 @@
 """Append-only log of checksummed records: the buffers' durable store.
 
-Why a log and not SQLite in WAL mode: the buffers only ever append batches and, on open,
-replay everything, so a log is the natural shape; and the issue asks that a corrupt or
-truncated file gives back *every intact record* with the damage reported. SQLite detects
-page corruption (``PRAGMA integrity_check``) but the stdlib module cannot salvage rows from a
-damaged database, whereas framed records can be resynchronised after a damaged region.
 One add batch is one record written with one ``write`` + ``fsync``: a batch is all-or-nothing
-and is acknowledged only after the fsync returns.
+and is acknowledged only after the fsync returns. Opening recovers every intact record and
+reports the damage. Why a log and not SQLite: docs/buffer.md.
 
 Frame (little endian)::
 

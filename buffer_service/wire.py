@@ -1,18 +1,10 @@
 """EntryBatch: a batch of buffer entries that travels to the actor in a compact form.
 
-A plain ``list`` of pydantic models works as the argument of ``add_many`` everywhere, but Ray
-pickles it model by model: every entry costs Python-level reduce calls on the sending side
-(cloudpickle's ``reducer_override``, pydantic's ``__getstate__``) and a ``__setstate__`` on
-the receiving side. Measured through a no-op actor method with batches of 1,000 benchmark
-triplets, a call costs ~13 us per entry that way; ``EntryBatch(entries)``, the same list
-pickled as one tuple of plain fields per entry (strings, ints, tuples: pickle handles them in
-C), costs ~6 us per entry, against the ~90 us the actor then spends storing one.
-
-Unpickling rebuilds the same models. Nothing is trusted on the way: entries whose fields have
-exactly the declared types are rebuilt with pydantic validation (which then changes nothing);
-anything else (a model built with ``model_construct`` around wrong types, a subclass, an object
-that is no entry at all) arrives as it was sent, so the actor rejects it with the reason it
-would have given for the plain list.
+Pickled as one tuple of plain fields per entry (which pickle handles in C) instead of model by
+model, as Ray pickles a plain list (measured costs: docs/buffer.md). Unpickling rebuilds the
+same models and trusts nothing: entries whose fields have exactly the declared types are
+rebuilt with pydantic validation; anything else arrives as it was sent, so the actor rejects it
+with the reason it would have given for the plain list.
 """
 
 from __future__ import annotations

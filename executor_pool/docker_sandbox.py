@@ -1,32 +1,12 @@
-"""The docker backend: one long-lived, locked-down container per executor, running the fork-server.
+"""The docker backend: one long-lived, locked-down container per executor runs the fork-server.
 
-The container is started once with ``docker run -i`` and then spoken to over its stdin/stdout
-with the fork-server's JSON protocol (``ForkServerClient``), so a program costs a fork inside
-the container (a few ms warm), not a ``docker run`` or ``docker exec`` per program (tens to
-hundreds of times that; benchmarks/docker_sandbox_latency.py measures all three).
-
-Inside, the fork-server runs as a non-root user without capabilities, so its root-only layers
-(network namespace, chroot, a uid per slot, RLIMIT_NPROC) switch themselves off; the container
-flags are the boundary instead: no network, read-only root with a small noexec tmpfs, a pids
-limit, memory and CPU limits, every capability dropped, no-new-privileges, non-root user, and
-tini as PID 1 to reap whatever a program leaves behind. The fork-server's rlimits (address
-space, CPU seconds, file size, open files) still apply to every child.
-
-Lifecycle: every container gets a unique name and the label ``azr.sandbox=executor`` plus its
-owner (``host:pid``). Replacing a dead or wedged server (``ForkServerClient``'s watchdog) and
-``close()`` remove the container with ``docker rm -f`` — killing the ``docker run`` client alone
-would leave a paused or wedged container running — and the replacement gets a fresh name.
-Containers whose owner process is gone (a SIGKILLed actor) are removed by
-``remove_leftover_containers``, which every new ``DockerSandbox`` calls.
-
-Escapees: as non-root the fork-server cannot kill what a program spawned into a new session
-(``os.setsid`` then return): such a process outlives its program (the zygote, its subreaper,
-inherits it) and keeps eating the container's CPU and pids, slowing later programs into false
-timeouts. A sweeper thread lists the container's processes (``docker top``: nothing runs
-inside) every ``docker.sweep_interval_s``. Only the fork-server may hang off init; a zygote's
-child is a running program only while a request is outstanding and younger than the longest
-request budget. Anything else escaped, and the container is replaced (which re-runs whatever
-was in flight).
+The container is started once (``docker run -i``) and spoken to over stdin/stdout with the
+fork-server's protocol, so a program costs a fork, not a container. Inside, the fork-server runs
+without root and its root-only layers switch off: the container flags (``container_flags``) are
+the boundary. Invariants: every container carries the ``azr.sandbox`` label and its owner;
+a replaced or closed container is removed (``docker rm -f``) and its successor gets a fresh
+name; a container where a process outlived its program is replaced (``docker.sweep_interval_s``).
+Rationale, flags and measured costs: docs/executor.md.
 """
 
 from __future__ import annotations
@@ -56,7 +36,7 @@ FORKSERVER_IN_IMAGE = "/opt/azr/forkserver.py"
 """Where both images (executor.Dockerfile, build_test_image.sh) put the fork-server; the
 siblings it imports from its own directory (``FORKSERVER_FILES``) lie beside it."""
 SANDBOX_USER = "10001:10001"
-"""The images' non-root ``azr`` user; forced here too, so a root-default image stays unprivileged."""
+"""The images' non-root ``azr`` user; forced here too: a root-default image stays unprivileged."""
 # Environment the docker CLI may need; none of it reaches the container (no -e flags).
 _CLI_ENV_KEYS = ("PATH", "HOME", "DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG",
                  "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "XDG_RUNTIME_DIR")  # fmt: skip
@@ -127,7 +107,7 @@ def _docker(*args: str, timeout_s: float = _CLI_TIMEOUT_S) -> subprocess.Complet
 
 
 def remove_container(name: str) -> bool:
-    """``docker rm -f`` (works on running, paused and exited containers); True if one was removed."""
+    """``docker rm -f`` (running, paused or exited containers); True if one was removed."""
     try:
         done = _docker("rm", "--force", name)
     except subprocess.TimeoutExpired:
@@ -371,7 +351,7 @@ class DockerSandbox(ForkServerClient):
 
     @property
     def isolation(self) -> dict:
-        """The fork-server's report of its own isolation layers (the root-only ones are off here)."""
+        """The fork-server's report of its isolation layers (the root-only ones are off here)."""
         return dict(self.hello.get("isolation", {}))
 
     def container_id(self) -> str | None:

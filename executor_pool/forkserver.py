@@ -1,31 +1,11 @@
 """The sandbox fork-server: runs untrusted programs, one fresh forked process per program.
 
-STDLIB ONLY: this file runs on the host (process backend) and inside the executor container
-(docker backend, Debian's python3, no azr package). Start it with a minimal interpreter, e.g.
-``python3 -s -S -P forkserver.py --slots 4`` and an (almost) empty environment.
-
-Three files, shipped side by side in one directory: this one (the front process, the wire
-protocol, the command line), ``zygote.py`` (the zygotes and the child's sandbox: forking,
-isolation, timeouts, killing) and ``program_runner.py`` (what a child runs: parse the inputs,
-call ``f``, render the outputs, report). This script imports the other two from its own
-directory.
-
-Processes
-    front      this script without ``--zygote``: speaks the wire protocol on stdin/stdout,
-               starts two warm *zygotes* with different PYTHONHASHSEEDs, forwards each
-               request to them at once and merges their replies.
-    zygote A/B ``--zygote``: small warm parents with S slots each that compile the program
-               and parse its inputs (pure: nothing runs), then fork one child per program
-               run and enforce the wall-clock limit per call. Jobs queue in the zygote, so
-               a slot never idles waiting for the host. A's child calls ``f`` twice per input
-               (each on a freshly parsed copy), B's once, so determinism is checked across
-               two calls in one process and across two processes with different hash secrets.
-    child      new session; when root: chroot into an empty directory it cannot write (so
-               nothing carries over between runs), its own uid per slot, rlimits (AS, CPU,
-               FSIZE, NOFILE, NPROC, CORE), empty environment, stdin and stdout/stderr on
-               /dev/null. The zygotes live in a network namespace with no interface up.
-               After each run the zygote kills the process group and every process of the
-               slot uid (it is their subreaper), so nothing the program spawned survives.
+STDLIB ONLY (it also runs inside the executor container, without the azr package); start it as
+``python3 -s -S -P forkserver.py --slots S`` with an (almost) empty environment. This file is
+the front: it speaks the protocol below on stdin/stdout and sends every request to two zygotes,
+A and B (``zygote.py``, different PYTHONHASHSEEDs), whose children run it (``program_runner.py``).
+Invariants: only the small JSON messages below cross back; an input validates only when three
+calls in two processes with different hash secrets agree. Rationale: docs/executor.md.
 
 Wire protocol (newline-delimited JSON, UTF-8, one object per line)
     server -> client, first line:
@@ -43,10 +23,10 @@ Wire protocol (newline-delimited JSON, UTF-8, one object per line)
     ``validate`` runs A (two calls per input) and B (one call); ``run`` runs one child, one call
     per input (scoring), stopping at the first failure unless ``keep_going``. ``timeout`` is per
     call. The request STATUS is the first non-"ok" per-input status, else "ok". REPR is the
-    canonical repr of the output (see ``program_runner.canonical_repr``). Per-input STATUS values: ok,
-    timeout, memory, exception:<Type>, nondeterministic, output_too_large, non_literal_output,
-    non_literal_input, no_entry, crash:<how>, skipped (not run after an earlier failure);
-    request-level only: bad_request. Nothing but these small JSON messages crosses back.
+    canonical repr of the output (``program_runner.canonical_repr``). Per-input STATUS values:
+    ok, timeout, memory, exception:<Type>, nondeterministic, output_too_large,
+    non_literal_output, non_literal_input, no_entry, crash:<how>, skipped (not run after an
+    earlier failure); request-level only: bad_request.
 """
 
 from __future__ import annotations
@@ -147,6 +127,7 @@ def front_main(args: dict) -> None:
     if os.geteuid() == 0:
         block = _acquire_uid_block(args["uid_lock_dir"], 2 * slots)
         uid_base = block[0] if block else None
+    # Two zygotes with different hash seeds: validation compares their outputs.
     seed_a = int.from_bytes(os.urandom(4), "little") % 4_000_000_000 + 1
     seed_b = seed_a % 4_000_000_000 + 1
     zygotes = {}
@@ -185,6 +166,8 @@ def front_main(args: dict) -> None:
     if not seeds_differ:
         sys.exit("zygotes share a hash secret: the determinism check would be void")
 
+    # One thread, one selector: requests in on stdin, job results in from the zygotes, replies
+    # out in completion order; writes to a zygote never block (see ``flush``).
     selector = selectors.DefaultSelector()
     stdin = _zygote.LineReader(0, 1 << 62)
     selector.register(0, selectors.EVENT_READ, "stdin")

@@ -1,27 +1,13 @@
 """ExecutorPool: the driver-side front of every ExecutorActor in the cluster.
 
-The pool places ``executor.per_node`` actors on every alive node that offers
-``executor.resource`` (every alive node when it is None), splits each batch into chunks,
-spreads the chunks across the actors with at most ``executor.max_chunks_in_flight`` chunks
-per actor (backpressure: the rest wait here, on the driver), and hands back results in
-request order.
-
-Exactly once: a chunk is in flight at one actor at a time and its results are written into
-the batch only when that call returns. When the call fails because the actor died (killed,
-crashed, its node left), the chunk goes back to the front of the queue and runs on a live
-actor; nothing from the failed call was recorded, so no request is lost or scored twice.
-Retries are bounded by ``executor.max_retries`` per chunk. A dead actor is replaced when its
-node is still alive; new nodes get their actors when the pool next looks at the cluster
-(``ray.nodes()``, at most once per ``executor.discovery_interval_s``, busy or idle).
-
-All Ray bookkeeping runs on one dispatcher thread (``Dispatcher`` in dispatcher.py, with
-``Membership`` in membership.py), so the public methods are thread-safe and usable from
-plain code and from asyncio:
-
-- ``validate_many`` / ``score_many`` block and return the results (``azr.tasks.Executor``).
-- ``submit_validate`` / ``submit_score`` return a ``concurrent.futures.Future`` at once,
-  so callers can stream work in while earlier batches run.
-- ``validate_many_async`` / ``score_many_async`` are coroutines (awaitables) for event loops.
+Places ``executor.per_node`` actors on every node that offers ``executor.resource``, splits
+each batch into chunks spread over the actors (at most ``executor.max_chunks_in_flight`` per
+actor) and hands back results in request order. Invariant: each request's result is recorded
+exactly once; a chunk whose actor died is re-run elsewhere (at most ``executor.max_retries``
+times) and nothing from the failed call is kept. All Ray bookkeeping runs on one dispatcher
+thread (``dispatcher.py``, ``membership.py``), so the blocking (``validate_many``), future
+(``submit_validate``) and asyncio (``validate_many_async``) forms are thread-safe.
+Membership, retries and backpressure in detail: docs/executor.md.
 """
 
 from __future__ import annotations
@@ -165,7 +151,7 @@ class ExecutorPool:
     # -- lifetime --------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Fail queued batches with ``ExecutorPoolError``, close and kill every actor. Idempotent."""
+        """Fail queued batches with ``ExecutorPoolError``, close and kill every actor (idempotent)."""
         self._dispatcher.stop()
 
     close = shutdown

@@ -1,9 +1,7 @@
 """Running one program: literal inputs in, canonical reprs out, one JSON line per input.
 
-STDLIB ONLY, like its caller ``zygote.py`` and ``forkserver.py``: the three files ship together
-(the process backend runs them from ``executor_pool/``, the executor images from ``/opt/azr/``).
-The fork-server's zygotes import this module before they fork, so a child runs it without importing
-anything; the host imports it too (``static_checks``), so both sides parse inputs and render
+STDLIB ONLY, shipped beside ``zygote.py`` and ``forkserver.py``. The zygotes import it before
+they fork and the host imports it too (``static_checks``), so both sides parse inputs and render
 outputs with the same code.
 
 Literals
@@ -14,7 +12,7 @@ Literals
 Running
     ``prepare_job`` (in the zygote, pure: nothing of the program runs) compiles the program and
     parses one fresh copy of each input per call; ``run_program`` (in the sandboxed child)
-    executes it, calls ``f`` and writes to a pipe, one write per wake-up of the zygote:
+    executes it, calls ``f`` and writes to a pipe:
         {"p": 1}                                progress: the next call of an input starts
         {"i": INDEX, "s": STATUS, "v": REPR_OR_NULL}   one result per input, in order
         {"end": 1}                              the last line (after the last input run)

@@ -1,23 +1,11 @@
 """Host-side client of a fork-server (``forkserver.py``), whatever launches it.
 
-``ForkServerClient(argv)`` starts ``argv`` with pipes, waits for the hello line and then
-pipelines requests over the newline-delimited JSON protocol documented in ``forkserver.py``.
-A reader thread matches responses to requests by id; a watchdog notices a dead server (EOF)
-or a wedged one (a request far past its time budget), kills it, starts a new one and re-sends
-the requests that were in flight (each at most ``max_attempts`` times, then it fails with
-status ``sandbox_failure``). Nothing from the server is trusted beyond being JSON: callers
-re-check every output (``StaticChecker.canonical_output``).
-
-``ProcessSandbox(config)`` is this client with a local argv (the process backend). Another
-backend only needs another argv and, when killing the launched process does not stop the
-sandbox, a ``kill_hook``. The docker backend, for example::
-
-    ForkServerClient(
-        ["docker", "run", "-i", "--rm", "--name", name, "--network", "none", ..., image,
-         "python3", "-s", "-S", "-P", "/opt/azr/forkserver.py", *forkserver_args(config)],
-        slots=config.slots, timeout_s=config.timeout_s,
-        kill_hook=lambda: subprocess.run(["docker", "kill", name]),
-    )
+``ForkServerClient(argv)`` starts ``argv``, waits for the hello line and pipelines requests over
+the protocol documented in ``forkserver.py``. It replaces a dead or wedged server and re-sends
+what was in flight (at most ``max_attempts`` times, then status ``sandbox_failure``). Nothing
+from the server is trusted beyond being JSON: callers re-check every output
+(``StaticChecker.canonical_output``). ``ProcessSandbox`` runs the fork-server on this host;
+another backend only needs another argv and maybe a ``kill_hook`` (docs/executor.md).
 """
 
 from __future__ import annotations
@@ -48,8 +36,8 @@ FORKSERVER_FILES = ("forkserver.py", "zygote.py", "program_runner.py")
 FORKSERVER_PATH = Path(__file__).resolve().with_name(FORKSERVER_FILES[0])
 # A minimal interpreter: no site (-S), no user site (-s), no script dir on sys.path (-P; the
 # fork-server imports its siblings zygote.py and program_runner.py from its own directory
-# itself, and only those). Not -I: it implies -E, which would ignore the PYTHONHASHSEED the zygotes are started
-# with.
+# itself, and only those). Not -I: it implies -E, which would ignore the PYTHONHASHSEED the
+# zygotes are started with.
 INTERPRETER_FLAGS = ("-s", "-S", "-P")
 
 
@@ -114,10 +102,8 @@ class ForkServerClient:
         self._lock = threading.Lock()
         self._pending: collections.deque[_Entry] = collections.deque()
         self._inflight: dict[int, _Entry] = {}
-        # The zygotes queue what they cannot run yet and fork the next program the moment a
-        # slot frees, so a few queued requests per slot keep every slot busy while replies
-        # travel; 64 in flight measured no faster than 8 (2 slots) and only added queueing
-        # latency (p50 ~300 ms instead of ~20 ms).
+        # The zygotes queue what they cannot run yet, so a few requests per slot keep every
+        # slot busy while replies travel; more only add queueing latency (docs/executor.md).
         self._max_inflight = max_inflight if max_inflight is not None else 4 * slots
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
         self._closed = False

@@ -4,11 +4,9 @@ Runs before anything reaches the sandbox and never executes the text it checks: 
 only parsed (``ast`` and ``symtable``), inputs and answers only go through the literal parser
 shared with the sandbox (``program_runner.parse_arguments`` / ``parse_literal``). Every
 rejection is a machine-readable reason string: ``program_too_large``, ``syntax``, ``no_entry``,
-``banned:<module|builtin|name>``, ``input_too_large``, ``non_literal_input`` ...
-
-The ban is for task quality; the sandbox is the security boundary. Unlike the reference code,
-dotted and aliased imports are matched by every prefix: ``import os``, ``import os.path``,
-``from os import path`` and ``import os as y`` all give ``banned:os``.
+``banned:<module|builtin|name>``, ``input_too_large``, ``non_literal_input`` ... Imports are
+banned by every prefix of a dotted or aliased name (``from os import path`` gives
+``banned:os``). The ban is for task quality; the sandbox is the security boundary.
 """
 
 from __future__ import annotations

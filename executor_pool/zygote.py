@@ -1,16 +1,11 @@
 """The fork-server's zygotes: warm parents that fork one sandboxed child per program run.
 
 STDLIB ONLY, like ``forkserver.py``, which starts each zygote (``forkserver.py --zygote``) and
-imports this file from its own directory; the two ship side by side with ``program_runner.py``
-(what a child runs). The process model and the wire protocol are documented in
-``forkserver.py``; this file is the zygote's side of it:
-
-- read jobs (one JSON object per line) on stdin, queue them per slot;
-- compile the program and parse its inputs before forking (pure: nothing of it runs);
-- fork a child per job that isolates itself (new session, rlimits, chroot, slot uid) and
-  runs the program (``program_runner.run_program``), reporting one JSON line per input;
-- enforce the per-call wall clock, kill the child's process group and sweep every process of
-  the slot uid (the zygote is their subreaper), reply ``{"job", "results"}`` on stdout.
+imports this file from its own directory. A zygote reads jobs (one JSON object per line) on
+stdin, queues them on its slots, forks a child per job and replies ``{"job", "results"}`` on
+stdout. Invariants: nothing of a program runs in the zygote (it only compiles and parses); a
+child never runs a program without its sandbox; a slot and its uid are reused only after every
+process of that uid is killed and reaped. Rationale and isolation layers: docs/executor.md.
 """
 
 from __future__ import annotations
@@ -49,10 +44,10 @@ _END_LINE = _runner.END_LINE.rstrip(b"\n")
 def _child_main(job: dict, out_fd: int, isolation: dict, devnull: int) -> None:
     """Body of a forked child: isolate, run, exit. Never returns.
 
-    Every page this process writes is a copy-on-write fault (under nested virtualization
-    they dominate the cost of a run), so the setup only makes system calls with arguments the
-    zygote prepared: the rlimits in ``job["limits"]``; no new privileges, an empty environment
-    and the network namespace are inherited from the zygote.
+    Every page this process writes is a copy-on-write fault (docs/executor.md), so the setup
+    only makes system calls with arguments the zygote prepared: the rlimits in
+    ``job["limits"]``; no new privileges, an empty environment and the network namespace are
+    inherited from the zygote.
     """
     code = 0
     try:

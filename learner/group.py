@@ -63,6 +63,7 @@ class LearnerGroup:
         self._nccl_ready = False
         self._shard_sync: bool | None = None
         gpus = config.gpus_per_worker if use_gpu else 0
+        # Reserve every rank's bundle at once before any worker starts: all ranks or none.
         bundle = {"CPU": config.reserved_cpus, **({"GPU": gpus} if gpus else {})}
         self._pg = placement_group([bundle] * config.num_workers, strategy="PACK")
         try:
@@ -87,6 +88,7 @@ class LearnerGroup:
             for rank in range(config.num_workers)
         ]
         try:
+            # Rank 0's address is the rendezvous of the process group.
             addr, port = self._all("node_address", ranks=[0])[0]
             info = self._all("setup", addr, port, timeout=config.init_timeout_s)
         except BaseException:
@@ -188,12 +190,11 @@ class LearnerGroup:
         learner's own version, its update count; an explicit one relabels the weights, and
         later updates count on from it).
 
-        CPU: rank 0 assembles the full parameters (HF names; each rank's FSDP2 shards come
-        through the object store, see `learner.shard_sync`, or a gloo gather as fallback),
-        splits them into buckets of ``config.sync_bucket_mb`` MiB and ``ray.put``s each; the
-        rollout group loads them in place (no engine restart). GPU: NCCL broadcast into the
-        vLLM workers (`learner.nccl_sync`; its vLLM side is unverified). ``version`` must
-        exceed the last one sent (ValueError).
+        CPU: rank 0 assembles the full parameters (`learner.shard_sync`, or a gloo gather as
+        fallback), splits them into buckets of ``config.sync_bucket_mb`` MiB and ``ray.put``s
+        each; the rollout group loads them in place. GPU: NCCL broadcast into the vLLM workers
+        (`learner.nccl_sync`). Both paths, and what is verified: docs/learner.md. ``version``
+        must exceed the last one sent (ValueError).
         Returns seconds, bytes, gbps, buckets, version, gather_s and put_s (rank 0's gather
         and ``ray.put`` time, CPU path) and the rollout group's own answer under ``rollout``.
         """

@@ -1,14 +1,10 @@
 """The AZR policy loss: PPO-style clipped surrogate on TRR++ advantages, token-mean.
 
-Exact token-mean across micro-batches and ranks
------------------------------------------------
-AZR_SPEC asks for the mean over *every response token of the global batch*. A micro-batch
-therefore never averages over its own tokens; it returns the **sum** of its per-token losses
-divided by ``global_token_count`` (the number of response tokens in the whole step's batch,
-on all ranks). Summing those terms over micro-batches (gradient accumulation) and over ranks
-(FSDP reduce-scatter in SUM mode, see ``learner.worker``) yields exactly
-``sum_all_tokens(loss) / global_token_count`` whatever the split. Averaging per micro-batch
-and then over micro-batches would weight a short response's tokens more than a long one's.
+Invariant (exact token-mean across micro-batches and ranks): a micro-batch returns the **sum**
+of its per-token losses divided by ``global_token_count`` (the response tokens of the whole
+step's batch, on all ranks), never its own mean; summed over micro-batches and ranks (FSDP
+reduce-scatter in SUM mode, ``learner.worker``) that is exactly
+``sum_all_tokens(loss) / global_token_count`` whatever the split. Why: docs/learner.md.
 """
 
 from __future__ import annotations

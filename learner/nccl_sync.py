@@ -1,11 +1,7 @@
 """GPU weight sync: NCCL broadcast from learner rank 0 straight into the vLLM workers.
 
-Verified on one GPU (H200, tests/test_learner_gpu.py): the sending side — metas and the
-full-parameter gather on an FSDP2 NCCL rank, in meta order, values equal to the checkpointed
-fp32 weights. The receiving side (vLLM's GPU build, a second device) is unverified. Written
-against vLLM 0.32's documented ``StatelessProcessGroup`` + ``PyNcclCommunicator`` (the same pair vLLM's RLHF example and its
-NCCL weight-transfer backend use), matching the receiving side in
-``actors/worker_extension.py`` (``azr_init_weight_group`` / ``azr_receive_weights``):
+Built on vLLM's ``StatelessProcessGroup`` + ``PyNcclCommunicator``; the receiving side is
+``actors/worker_extension.py`` (``azr_init_weight_group`` / ``azr_receive_weights``). Contract:
 
 * group layout: learner rank 0 is NCCL rank 0; rollout actor ``i`` with tensor-parallel size
   ``t`` holds ranks ``1 + i·t .. i·t + t`` (``rank_offset = 1 + i·t``); world = 1 + M·t;
@@ -15,8 +11,7 @@ NCCL weight-transfer backend use), matching the receiving side in
   FSDP all-gather (a collective of the learner ranks), and rank 0 broadcasts the result.
   vLLM loads each tensor with ``load_weights`` in place — no engine restart.
 
-The CPU path (``LearnerWorker.weight_buckets`` through the Ray object store) is verified end to
-end, vLLM included.
+What is verified on a GPU (the sending side) and what is not (vLLM's side): docs/learner.md.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """CPU weight sync without a collective: FSDP2 shards travel through the Ray object store.
 
-``get_model_state_dict(full_state_dict=True)`` all-gathers every parameter over gloo, i.e.
-TCP even between processes of one node (measured ~0.3 GB/s here, the dominant cost of a
-sync with W=2). Instead each rank ``ray.put``s its local dim-0 shards (one memcpy into shared
-memory, zero-copy pickling), and rank 0 reads them back as zero-copy views and concatenates
-them in rank order into the full tensors (FSDP2's ``Shard(0)`` layout). Across nodes Ray's
-object manager moves the shards. `supports` says when this reproduces the state-dict API
-exactly; otherwise the collective path is used.
+Each rank ``ray.put``s its local dim-0 shards and rank 0 concatenates them in rank order into
+the full tensors (FSDP2's ``Shard(0)`` layout), instead of a gloo all-gather of the state dict
+(docs/learner.md). Invariant: used only where `supports` says this reproduces
+``get_model_state_dict(full_state_dict=True)`` exactly; otherwise the collective path is used.
 """
 
 from __future__ import annotations

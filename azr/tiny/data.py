@@ -1,19 +1,10 @@
 """The warm start's data: supervised examples of well-formed AZR responses built from CRUXEval.
 
-Split rule (fixed): a CRUXEval record whose id number (``sample_<k>``) is even is train, odd is
-eval. Proposal targets come from the shortest train programs only: a model this small can learn
-to reproduce a small pool of short programs, not 400 long ones. The solves of those pool
-programs (and induction solves of the identity seed, the source of the first induction
-proposals) get a share of every batch of their own, so the model "knows" the programs it
-proposes, as a pretrained code model knows common ones: Monte-Carlo solves of its own proposals
-succeed sometimes, which is what makes learnability (0 < solve rate < 1) observable in a few
-self-play steps. The executor still decides every proposal and every answer.
-
-The proposer prompts are built with a default ``ExecutorConfig``'s banned modules, banned
-builtins and timeout — the same text self-play shows with a default executor config (the tiny
-model reacts to any difference in the prompt).
-
-Nothing here executes a program: CRUXEval inputs/outputs are read with `ast.literal_eval`.
+Train half only (even ``sample_<k>`` ids; the odd half is for evaluation). Proposal targets are
+a small pool of the shortest train programs, and the solves of those programs get a share of
+every batch, so Monte-Carlo solves of the model's own proposals succeed sometimes. Proposer
+prompts use a default ``ExecutorConfig``'s bans and timeout, the text self-play shows by
+default. Nothing here executes a program (``ast.literal_eval`` only). Why: docs/tiny.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
-"""Supervised warm start of the tiny model on well-formed AZR responses (a stand-in for pretraining).
+"""Supervised warm start of the tiny model on well-formed AZR responses (stands in for pretraining).
 
-A randomly initialised model almost never writes a parsable response, let alone a valid
-program, which would leave self-play's valid-proposal path (Monte-Carlo solves, learnability,
-buffer growth) unexercised. So before self-play the tiny model is trained for a few hundred
-AdamW steps on responses rendered with `azr.prompts.format_response` for prompts built with the
-real prompt builders, from the *train half* of CRUXEval (`azr.tiny.data`); it is evaluated
-on the other half, cached by a hash of its inputs.
-
-Nothing here executes a program: the evaluation checks syntax (``ast.parse``) and
-literal-ness, never runs generated code.
+A few hundred AdamW steps on responses rendered with `azr.prompts.format_response` for prompts
+from the real prompt builders (`azr.tiny.data`), evaluated on the held-out half of CRUXEval and
+cached by a hash of its inputs. Nothing here executes a program: the evaluation checks syntax
+(``ast.parse``) and literal-ness only. Why a warm start: docs/tiny.md.
 """
 
 from __future__ import annotations
@@ -105,8 +100,8 @@ def one_thread() -> Iterator[None]:
     """Run torch on one intra-op thread inside the block.
 
     The model is too small for a second thread to buy much, and on shared cores (Ray actors,
-    executors, other jobs on the 2 cores here) every small op waits at a barrier for a
-    descheduled thread: two threads measured ~5x slower per warm-start step than one.
+    executors, other jobs) every small op waits at a barrier for a descheduled thread
+    (measured: docs/tiny.md).
     """
     import torch
 
@@ -130,9 +125,9 @@ def _batch_shares(batch_size: int) -> dict[str, int]:
 def _response_loss(model, rows: list[tuple[list[int], int]], pad_id: int):
     """Summed cross-entropy of the response tokens of `rows` (right-padded into one tensor).
 
-    The LM head runs on the response positions only: prompts are most of every sequence
-    (proposer prompts are ~90 %), and the vocabulary projection of their hidden states would be
-    a quarter of the step's compute for no loss.
+    The LM head runs on the response positions only: prompts are most of every sequence, and
+    the vocabulary projection of their hidden states would cost compute for no loss
+    (docs/tiny.md).
     """
     import torch
 
@@ -188,12 +183,14 @@ def train_and_save(
     started, losses, done = time.perf_counter(), [], 0
     with one_thread():
         for step in (bar := tqdm(range(steps), desc="warm start", unit="step")):
+            # Each example group fills its own share of the batch (GROUPS).
             drawn = {
                 g: rng.sample(by_group[g], min(n, len(by_group[g]))) for g, n in shares.items()
             }
             chunks = [drawn["propose"], drawn["induce"], drawn["known"] + drawn["general"]]
             chunks = [rows for rows in chunks if rows]
             parts = [_response_loss(model, rows, tokenizer.pad_token_id) for rows in chunks]
+            # One token mean over the whole step, not a mean of the chunks' means.
             tokens = sum(n for _, n in parts)
             loss = sum(part for part, _ in parts) / max(1, tokens)
             optimizer.zero_grad()
@@ -286,6 +283,7 @@ def evaluate(
             )
         return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
+    # Greedy: format-valid rate per combination, and CRUXEval-O accuracy of the deduction solves.
     report: dict[str, object] = {}
     correct_o = total_o = 0
     for task, role in COMBOS:
@@ -302,6 +300,7 @@ def evaluate(
                 got = literal(p.output)
                 correct_o += int(got[0] and want[0] and got[1] == want[1])
     report["cruxeval_o_accuracy"] = correct_o / max(1, total_o)
+    # Sampled at temperature 1, as self-play proposes: how often a proposal is a valid program.
     proposals = [ex for ex in examples if ex.role == Role.PROPOSE and ex.task != TaskType.INDUCTION]
     batch = [proposals[i % len(proposals)] for i in range(samples)]
     valid = 0
