@@ -14,7 +14,7 @@ export RAY_TMPDIR := $(shell d='$(SCRATCH)/ray'; \
 	else echo "/tmp/azr-ray-$$(echo '$(CURDIR)' | md5sum | cut -c1-8)"; fi)
 export VLLM_CACHE_ROOT := $(SCRATCH)/vllm
 
-.PHONY: setup run test test-unit lint format bench clean
+.PHONY: setup run test test-unit tools lint format bench clean
 
 $(STAMP): pyproject.toml
 	@mkdir -p $(TMPDIR) $(RAY_TMPDIR) $(VLLM_CACHE_ROOT)
@@ -33,13 +33,20 @@ run: setup
 
 # The suite runs with a Docker engine and the executor test image ready (started and stopped
 # by with_docker.sh when it was not running) and with Prometheus installed (observability test).
-test: setup
+test: setup tools
 	deploy/prometheus/install.sh
 	deploy/docker/with_docker.sh $(VENV)/bin/pytest -q
 
 # The inner loop: no Ray, vLLM or Docker; seconds.
-test-unit: setup
+test-unit: setup tools
 	$(VENV)/bin/pytest -q tests/unit
+
+# Test-only tools from Debian's archive (the deploy tests run shellcheck on our scripts).
+tools:
+	@command -v shellcheck >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get install -y -q shellcheck >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update -q && $$SUDO apt-get install -y -q shellcheck; }; }
 
 lint: setup
 	$(VENV)/bin/ruff check .

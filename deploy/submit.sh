@@ -23,6 +23,8 @@
 #   AZR_JOB_ID           submission id (default: Ray picks one)
 #   RAY                  the ray CLI to use (default: `ray` on PATH)
 set -euo pipefail
+# Arrays are expanded as ${a[@]+"${a[@]}"}: bash 3.2 (macOS's /bin/bash) treats an empty
+# "${a[@]}" as unbound under `set -u`.
 
 usage() {
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
@@ -119,11 +121,11 @@ SUBMISSION_ID=()
 if [ -n "${AZR_JOB_ID:-}" ]; then
     SUBMISSION_ID=(--submission-id "$AZR_JOB_ID")
 fi
-echo "submit.sh: azr train ${RESUME[*]} ${CONFIG_ARGS[*]} $* -> $ADDRESS (auth: $RAY_AUTH_MODE)" >&2
+echo "submit.sh: azr train ${RESUME[*]+${RESUME[*]}} ${CONFIG_ARGS[*]+${CONFIG_ARGS[*]}} $* -> $ADDRESS (auth: $RAY_AUTH_MODE)" >&2
 exec "$RAY_CLI" job submit \
     --address "$ADDRESS" \
     --runtime-env "$RUNTIME_ENV" \
     --working-dir . \
-    "${SUBMISSION_ID[@]}" \
-    "${WAIT_FLAG[@]}" \
-    -- azr train "${RESUME[@]}" "${CONFIG_ARGS[@]}" "$@"
+    ${SUBMISSION_ID[@]+"${SUBMISSION_ID[@]}"} \
+    ${WAIT_FLAG[@]+"${WAIT_FLAG[@]}"} \
+    -- azr train ${RESUME[@]+"${RESUME[@]}"} ${CONFIG_ARGS[@]+"${CONFIG_ARGS[@]}"} "$@"

@@ -13,7 +13,9 @@ import sys
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
-from azr.config import ConfigError, dump_config, load_config
+from azr.config import CONFIG_DIR, ConfigError, dump_config, load_config
+
+REPO_ROOT = CONFIG_DIR.parent
 
 # Subcommand modules beyond `config` and `version`, registered in this order.
 SUBCOMMAND_MODULES = ["executor_pool.cli", "driver.train_cli"]
@@ -28,8 +30,30 @@ def azr_version() -> str:
 
 def _config_show(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
+    if args.plan:
+        return _print_plan(config, args.cluster)
     sys.stdout.write(dump_config(config))
     return 0
+
+
+def _print_plan(config, cluster_file: str) -> int:
+    """The run's placement on the cluster file's minimum nodes; 1 when it cannot be placed."""
+    from driver.plan import load_cluster, plan_run
+
+    try:
+        plan = plan_run(config, load_cluster(cluster_file))
+    except (OSError, ValueError) as exc:
+        print(f"azr: {exc}", file=sys.stderr)
+        return 2
+    print(f"plan of {config.run_name} on {cluster_file} (min_workers):")
+    print("\n".join(plan.lines))
+    if plan.fits:
+        print("fits: yes")
+        return 0
+    print("fits: NO")
+    for shortfall in plan.shortfalls:
+        print(f"  - {shortfall}")
+    return 1
 
 
 def _version(args: argparse.Namespace) -> int:
@@ -47,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     show = config_sub.add_parser("show", help="print the resolved config as YAML")
     show.add_argument("--config", help="YAML config file (default: configs/tiny.yaml)")
+    show.add_argument(
+        "--plan",
+        action="store_true",
+        help="print where every actor goes on --cluster's min_workers nodes; exit 1 if it "
+        "cannot be placed",
+    )
+    show.add_argument(
+        "--cluster",
+        default=str(REPO_ROOT / "ray_cluster.yaml"),
+        help="Ray cluster launcher file for --plan (default: the repo's ray_cluster.yaml)",
+    )
     show.add_argument("overrides", nargs="*", metavar="section.key=value")
     show.set_defaults(func=_config_show)
 

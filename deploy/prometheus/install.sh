@@ -39,4 +39,9 @@ if ! apt-cache policy prometheus 2>/dev/null | grep -q 'Candidate: [0-9]'; then
     $SUDO apt-get update -q
 fi
 $SUDO apt-get install -y -q --no-install-recommends prometheus
+# The package enables its own systemd unit, which would take port 9090 at the next boot
+# before ray_cluster.yaml's server (or the tests') can: azr starts Prometheus itself.
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
 prometheus --version | head -1

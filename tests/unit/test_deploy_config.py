@@ -100,7 +100,7 @@ def test_cluster_node_types_match_the_paper_configs():
         # The executor nodes build the image the configs run.
         setup = "\n".join(types["executor"]["worker_setup_commands"])
         assert f"-t {config.executor.docker.image}" in setup, name
-        assert "docker.io" in setup and "executor.Dockerfile" in setup
+        assert "executor.Dockerfile" in setup
         # GPU work: rollout engines and learner workers fit the gpu node type's capacity
         # (p5.48xlarge = 8 GPUs per node).
         gpus = config.rollout.num_actors * config.rollout.tensor_parallel_size
@@ -111,6 +111,35 @@ def test_cluster_node_types_match_the_paper_configs():
     ray_starts = [c for c in starts if "ray start" in c]
     assert len(ray_starts) == 2 and all("--metrics-export-port=8080" in c for c in ray_starts)
     assert all("RAY_AUTH_MODE=token" in c for c in ray_starts)
+
+
+def test_docker_group_is_joined_over_a_fresh_login_before_ray_starts():
+    """Setup commands and `ray start` share one multiplexed SSH connection opened before them,
+    so the docker group must be added in initialization_commands (a fresh login each), on the
+    executor node type, after Docker is installed; nowhere later."""
+    cluster = yaml.safe_load(CLUSTER_YAML.read_text())
+    executor = cluster["available_node_types"]["executor"]
+    init = executor["initialization_commands"]
+    joins = [i for i, c in enumerate(init) if "usermod -aG docker" in c]
+    installs = [i for i, c in enumerate(init) if "docker.io" in c]
+    assert joins and installs and installs[0] < joins[0]
+    later = executor["worker_setup_commands"] + cluster["worker_start_ray_commands"]
+    assert not [c for c in later if "usermod" in c or "docker.io" in c]
+    # A node type's initialization_commands replace the global ones: the shared filesystem
+    # must be mounted by both lists.
+    assert any("/mnt/azr" in c for c in init)
+    assert any("/mnt/azr" in c for c in cluster["initialization_commands"])
+
+
+def test_every_node_mounts_the_shared_filesystem_where_runs_and_models_live():
+    cluster = yaml.safe_load(CLUSTER_YAML.read_text())
+    (mount,) = cluster["initialization_commands"]
+    assert "/etc/fstab" in mount and "chown ubuntu:ubuntu /mnt/azr" in mount
+    for name in PAPER_CONFIGS:
+        config = load_config(REPO_ROOT / "configs" / name)
+        assert config.output_dir.startswith("/mnt/azr/"), name
+    starts = cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"]
+    assert all("HF_HOME=/mnt/azr/hf" in c for c in starts if "ray start" in c)
 
 
 def _sibling_imports(path: Path) -> set[str]:
@@ -421,3 +450,29 @@ def test_submit_refuses_token_mode_without_a_token_and_bad_configs(tmp_path):
         outside.write_text("run_name: x\n")
         done = _submit([str(outside)], RAY_AUTH_MODE="disabled")
     assert done.returncode == 2 and "must live inside" in done.stderr
+
+
+SHELL_SCRIPTS = ["deploy/submit.sh", "deploy/prometheus/install.sh", *map(str, sorted((DEPLOY / "docker").glob("*.sh")))]  # fmt: skip
+
+
+def test_shell_scripts_pass_shellcheck():
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, (
+        "shellcheck is not installed (make test installs it: apt-get install shellcheck)"
+    )
+    done = subprocess.run(
+        [shellcheck, *SHELL_SCRIPTS], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_submit_expands_arrays_the_way_bash_3_2_accepts_under_set_u():
+    """macOS's /bin/bash 3.2 treats an empty "${a[@]}" as unbound under `set -u`: every array
+    expansion must read ${a[@]+"${a[@]}"}."""
+    script = (DEPLOY / "submit.sh").read_text()
+    code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("#"))
+    expansions = re.findall(r'(\$\{(\w+)\[[@*]\]\+)?"?\$\{(\w+)\[([@*])\]\}"?', code)
+    assert expansions, "submit.sh expands no arrays: the check is looking at the wrong thing"
+    unsafe = [name for guard, guarded, name, _ in expansions if guarded != name]
+    assert unsafe == []
+    assert re.search(r'\$\{\w+\[@\]\+"\$\{\w+\[@\]\}"\}', code)
