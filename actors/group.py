@@ -38,7 +38,9 @@ class RolloutGroup:
             for index in range(config.num_actors)
         ]
         # Surface construction errors (bad checkpoint, OOM) here, not at the first generate.
-        ray.get([actor.policy_version.remote() for actor in self.actors])
+        infos = ray.get([actor.info.remote() for actor in self.actors])
+        self.weight_dtype: str = infos[0]["dtype"]
+        """The engines' parameter dtype ("bfloat16", "float32" ...): weights travel in it."""
 
     def generate(self, prompts: list[str], sampling: SamplingConfig) -> list[Generation]:
         """Generate for every prompt (spread over the actors); one Generation per prompt, in order."""
@@ -53,9 +55,14 @@ class RolloutGroup:
         ]
         return [generation for part in ray.get(refs) for generation in part]
 
+    def start_update(self, bucket_refs: list[ray.ObjectRef], version: int) -> list[ray.ObjectRef]:
+        """Start loading the same weight buckets into every actor in place; one ref per actor
+        (its report), so the caller can wait on them with its own deadline."""
+        return [a.update_weights.remote(bucket_refs, version) for a in self.actors]
+
     def update_weights(self, bucket_refs: list[ray.ObjectRef], version: int) -> list[dict]:
         """Load the same weight buckets into every actor in place; one report per actor."""
-        return ray.get([a.update_weights.remote(bucket_refs, version) for a in self.actors])
+        return ray.get(self.start_update(bucket_refs, version))
 
     def policy_versions(self) -> list[int]:
         """The version each actor serves."""

@@ -56,6 +56,39 @@ def _model_max_len(model_path: str) -> int | None:
     return config.get("max_position_embeddings")
 
 
+def engine_arguments(
+    config: RolloutConfig, device: str, model_max_len: int | None
+) -> dict[str, object]:
+    """Every argument of `vllm.LLM` besides the model path, for a ``device`` engine."""
+    args: dict[str, object] = {
+        "dtype": config.dtype,
+        # The CPU build needs eager mode; GPUs decode much faster with CUDA graphs.
+        "enforce_eager": device == "cpu" if config.enforce_eager is None else config.enforce_eager,
+        "seed": config.seed,
+        # Behaviour-policy logprobs: what was actually sampled from (temperature, top-p).
+        "logprobs_mode": "processed_logprobs",
+        "worker_extension_cls": _EXTENSION,
+        "disable_log_stats": False,
+    }
+    max_len = config.max_model_len
+    if model_max_len is not None and model_max_len < max_len:
+        log.info("rollout.max_model_len %d capped to the model's %d", max_len, model_max_len)
+        max_len = model_max_len
+    args["max_model_len"] = max_len
+    if device == "cpu":
+        args["kv_cache_memory_bytes"] = config.kv_cache_memory_bytes
+        # No chunked prefill on CPU: a partly prefilled prompt makes vLLM rewind its seeded
+        # generator (`Generator.set_offset`), which CPU generators do not support.
+        args["enable_chunked_prefill"] = False
+    else:
+        args["tensor_parallel_size"] = config.tensor_parallel_size
+        args["gpu_memory_utilization"] = config.gpu_memory_utilization
+        # Inside a Ray actor (a placement group) vLLM would switch to its Ray executor and ask
+        # the cluster for more GPUs; the actor already holds its TP GPUs: spawn workers locally.
+        args["distributed_executor_backend"] = "mp"
+    return args
+
+
 class RolloutEngine:
     """The engine and its bookkeeping; `RolloutActor` is this class as a Ray actor."""
 
@@ -74,36 +107,16 @@ class RolloutEngine:
         self.metrics.policy_version.set(0)
 
     def _start_engine(self, model_path: str):
-        engine_args: dict[str, object] = {
-            "dtype": self.config.dtype,
-            "enforce_eager": self.config.enforce_eager,
-            "seed": self.config.seed,
-            # Behaviour-policy logprobs: what was actually sampled from (temperature, top-p).
-            "logprobs_mode": "processed_logprobs",
-            "worker_extension_cls": _EXTENSION,
-            "disable_log_stats": False,
-        }
-        max_len = self.config.max_model_len
-        model_max = _model_max_len(model_path)
-        if model_max is not None and model_max < max_len:
-            log.info("rollout.max_model_len %d capped to the model's %d", max_len, model_max)
-            max_len = model_max
-        engine_args["max_model_len"] = max_len
         if self.device == "cpu":
             # Must be set before vLLM reads its environment (it reads it lazily).
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
             self.cores = pin_cpu_threads(self.config.cpu_threads, self.actor_index)
-            engine_args["kv_cache_memory_bytes"] = self.config.kv_cache_memory_bytes
-            # No chunked prefill on CPU: a partly prefilled prompt makes vLLM rewind its seeded
-            # generator (`Generator.set_offset`), which CPU generators do not support.
-            engine_args["enable_chunked_prefill"] = False
         else:
             self.cores = []
-            engine_args["tensor_parallel_size"] = self.config.tensor_parallel_size
-            engine_args["gpu_memory_utilization"] = self.config.gpu_memory_utilization
         from vllm import LLM
 
-        return LLM(model_path, **engine_args)
+        args = engine_arguments(self.config, self.device, _model_max_len(model_path))
+        return LLM(model_path, **args)
 
     # -- generation ---------------------------------------------------------------------------
 
@@ -281,6 +294,7 @@ class RolloutEngine:
             "cores": self.cores,
             "pid": os.getpid(),
             "engine_stats": self.engine_stats_attached,
+            "dtype": str(self.llm.llm_engine.model_config.dtype).removeprefix("torch."),
         }
 
     def _set_in_flight(self, delta: int) -> None:

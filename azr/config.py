@@ -122,8 +122,9 @@ class RolloutConfig(Section):
     cores with learner workers it takes turns with (sync mode)."""
     max_model_len: int = Field(4096, ge=128)
     """Longest prompt + response the engine accepts."""
-    enforce_eager: bool = True
-    """Disable CUDA graphs / compilation (required on the CPU build; faster start-up)."""
+    enforce_eager: bool | None = None
+    """Disable CUDA graphs / compilation. None = on for the CPU build (which requires it), off
+    on GPUs (CUDA graphs make decoding much faster, at some start-up time and memory)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Engine parameter dtype; auto = the checkpoint's (the tiny model is float32)."""
     seed: int = 0
@@ -272,6 +273,9 @@ class LearnerConfig(Section):
     mostly wait (sync mode on a small machine) share cores with the rollout engine."""
     init_timeout_s: float = Field(300.0, gt=0)
     """Longest wait for the workers to start and join the process group before failing."""
+    sync_timeout_s: float = Field(600.0, gt=0)
+    """Longest wait for one weight sync, both sides together (learner send, every engine's
+    load); past it, or at the first failure on either side, the run stops naming who."""
 
     @property
     def reserved_cpus(self) -> float:

@@ -147,7 +147,7 @@ class Runtime:
         from azr.models import ensure_model
         from buffer_service import create_buffer_actor
         from executor_pool.pool import ExecutorPool
-        from learner.group import LearnerDiedError, LearnerGroup
+        from learner.group import LearnerDiedError, LearnerGroup, WeightSyncError
 
         config = self.config
         if not ray.is_initialized():
@@ -197,7 +197,7 @@ class Runtime:
                 self.learner = GuardedLearner(
                     LearnerGroup(self.model_source, config.learner, seed=config.seed),
                     self.rollout,
-                    LearnerDiedError,
+                    failures=(LearnerDiedError, WeightSyncError),
                 )
                 self._closers.append(self.learner.group.shutdown)
             except LearnerDiedError as exc:
@@ -240,22 +240,23 @@ class Runtime:
 
 
 class GuardedLearner:
-    """The learner group, with the death of a rank turned into :class:`RunFailed`."""
+    """The learner group, with a dead rank or a failed weight sync turned into
+    :class:`RunFailed` (``failures``: the learner package's error types)."""
 
-    def __init__(self, group: Any, rollout: Any, died: type[Exception]):
+    def __init__(self, group: Any, rollout: Any, failures: tuple[type[Exception], ...]):
         self.group = group
         self.rollout = rollout
-        self._died = died
+        self._failures = (*failures, RayActorError)
 
     def train_step(self, samples: list[Any]) -> dict[str, float]:
         try:
             return self.group.train_step(samples)
-        except (self._died, RayActorError) as exc:
+        except self._failures as exc:
             raise RunFailed(f"a learner worker died: {exc}") from exc
 
     def sync(self, version: int | None = None) -> dict:
         """Send the learner's weights to the rollout group; the report carries the version."""
         try:
             return self.group.sync_weights(self.rollout, version)
-        except (self._died, RayActorError) as exc:
-            raise RunFailed(f"weight sync failed, an actor died: {exc}") from exc
+        except self._failures as exc:
+            raise RunFailed(f"weight sync failed: {exc}") from exc

@@ -30,10 +30,20 @@ class LearnerDiedError(RuntimeError):
     """A learner worker died or the group could not start; the learner group is unusable."""
 
 
-class WeightReceiver(Protocol):
-    """What `sync_weights` needs from the rollout side (``actors.rollout.RolloutGroup``)."""
+class WeightSyncError(RuntimeError):
+    """A weight sync failed on one side or did not finish in time; the message names who."""
 
-    def update_weights(self, bucket_refs: list[ray.ObjectRef], version: int) -> dict: ...
+
+class WeightReceiver(Protocol):
+    """What `sync_weights` needs from the rollout side (``actors.group.RolloutGroup``)."""
+
+    actors: list[Any]
+    weight_dtype: str
+    """The engines' parameter dtype ("bfloat16", "float32" ...): the dtype on the wire."""
+
+    def start_update(self, bucket_refs: list[ray.ObjectRef], version: int) -> list[ray.ObjectRef]:
+        """Start loading the buckets on every actor; one ref per actor, in actor order."""
+        ...
 
 
 class LearnerGroup:
@@ -203,11 +213,14 @@ class LearnerGroup:
             raise ValueError(f"weight version {version} is not newer than {self._sent_version}")
         start = time.perf_counter()
         timings: dict[str, float] = {}
+        wire = wire_dtype(rollout_group.weight_dtype)
         if self.use_gpu:
-            total, num_buckets, rollout_result = self._sync_nccl(rollout_group, version)
+            total, num_buckets, rollout_result = self._sync_nccl(rollout_group, version, wire)
         else:
-            refs, total, timings = self._cpu_buckets(self.config.sync_bucket_mb * (1 << 20))
-            rollout_result = rollout_group.update_weights(refs, version)
+            bucket_bytes = self.config.sync_bucket_mb * (1 << 20)
+            refs, total, timings = self._cpu_buckets(bucket_bytes, wire)
+            receives = rollout_group.start_update(refs, version)
+            rollout_result = self._sync_together([], _receivers(receives))
             num_buckets = len(refs)
             del refs  # the object store frees the buckets once no one holds a reference
         seconds = time.perf_counter() - start
@@ -219,26 +232,62 @@ class LearnerGroup:
             "gbps": total / seconds / 1e9 if seconds > 0 else 0.0,
             "buckets": float(num_buckets),
             "version": float(version),
+            "wire_dtype": wire,
             **timings,
             "rollout": rollout_result,
         }
 
-    def _cpu_buckets(self, bucket_bytes: int) -> tuple[list[ray.ObjectRef], int, dict]:
-        """Rank 0's bucket refs: via the object store (`learner.shard_sync`) when the model's
-        layout allows, else via the collective state-dict gather."""
+    def _cpu_buckets(
+        self, bucket_bytes: int, wire: str = "float32"
+    ) -> tuple[list[ray.ObjectRef], int, dict]:
+        """Rank 0's bucket refs (tensors in the ``wire`` dtype): via the object store
+        (`learner.shard_sync`) when the model's layout allows, else via the collective
+        state-dict gather."""
         if self._shard_sync is None:
             self._shard_sync = self._all("sync_layout_supported", ranks=[0])[0]
         if not self._shard_sync:
-            return self._all("weight_buckets", bucket_bytes)[0]
+            return self._all("weight_buckets", bucket_bytes, wire)[0]
         start = time.perf_counter()
         shard_refs = self._all("put_local_shards")
         published = time.perf_counter() - start
         refs, total, timings = self._all(
-            "buckets_from_shards", shard_refs, bucket_bytes, ranks=[0]
+            "buckets_from_shards", shard_refs, bucket_bytes, wire, ranks=[0]
         )[0]
         return refs, total, {**timings, "gather_s": timings["gather_s"] + published}
 
-    def _sync_nccl(self, rollout_group: Any, version: int) -> tuple[int, int, Any]:
+    def _sync_together(
+        self, senders: list[tuple[str, ray.ObjectRef]], receivers: list[tuple[str, ray.ObjectRef]]
+    ) -> list[Any]:
+        """Wait for both sides of a sync at once, within ``config.sync_timeout_s``.
+
+        A failure on either side ends the wait at once, naming the actor (NCCL peers would
+        otherwise block forever in a broadcast the failed side left); so does the deadline,
+        naming who had not answered. Either way the group is unusable afterwards (its
+        collective state is unknown). Returns the receivers' answers in order.
+        """
+        timeout = self.config.sync_timeout_s
+        pending = {ref: name for name, ref in [*senders, *receivers]}
+        answers: dict[str, Any] = {}
+        deadline = time.monotonic() + timeout
+        while pending:
+            left = max(0.0, deadline - time.monotonic())
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=left)
+            if not ready:
+                silent = ", ".join(sorted(pending.values()))
+                self._broken = f"weight sync timed out waiting for {silent}"
+                raise WeightSyncError(
+                    f"weight sync did not finish within learner.sync_timeout_s={timeout:g}s: "
+                    f"no answer from {silent}"
+                )
+            name = pending.pop(ready[0])
+            try:
+                answers[name] = ray.get(ready[0])
+            except Exception as exc:
+                self._broken = f"weight sync failed on {name}"
+                raise WeightSyncError(f"weight sync failed on {name}: {exc}") from exc
+        return [answers[name] for name, _ in receivers]
+
+    def _sync_nccl(self, rollout_group: Any, version: int, wire: str) -> tuple[int, int, Any]:
         """GPU path (vLLM side unverified): NCCL broadcast into the vLLM workers, see
         `learner.nccl_sync` for the group layout. Uses the rollout group's ``actors`` and
         their ``init_weight_group_nccl`` / ``receive_weights_nccl`` (actors/rollout.py)."""
@@ -251,14 +300,19 @@ class LearnerGroup:
                 actor.init_weight_group_nccl.remote(addr, port, 1 + i * tp, world)
                 for i, actor in enumerate(actors)
             ]
-            self._all("nccl_connect", addr, port, world, timeout=self.config.init_timeout_s)
-            ray.get(joins, timeout=self.config.init_timeout_s)
+            connect = self.workers[0].nccl_connect.remote(addr, port, world)
+            self._sync_together([("learner rank 0 (NCCL connect)", connect)], _receivers(joins))
             self._nccl_ready = True
-        metas = self._all("nccl_metas", ranks=[0])[0]
-        # Receivers first: they block inside the NCCL broadcast that rank 0 then starts.
+        metas = self._all("nccl_metas", wire, ranks=[0])[0]
+        # Receivers first: they block inside the NCCL broadcast that rank 0 then starts; every
+        # rank joins the gathers, so all of them are senders.
         receives = [actor.receive_weights_nccl.remote(metas, version) for actor in actors]
-        total = self._all("nccl_send")[0]
-        return total, 0, ray.get(receives)
+        sends = [
+            (f"learner rank {r}", w.nccl_send.remote(wire)) for r, w in enumerate(self.workers)
+        ]
+        answers = self._sync_together(sends, _receivers(receives))
+        total = _metas_bytes(metas)
+        return total, 0, answers
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -285,3 +339,22 @@ class LearnerGroup:
             remove_placement_group(self._pg)
             self._pg = None
         self._broken = self._broken or "shut down"
+
+
+def _receivers(refs: list[ray.ObjectRef]) -> list[tuple[str, ray.ObjectRef]]:
+    return [(f"rollout actor {i}", ref) for i, ref in enumerate(refs)]
+
+
+def wire_dtype(engine_dtype: str) -> str:
+    """The dtype weights travel in: the engines' own 16-bit dtype (half the bytes of fp32
+    master weights, and what they load anyway), else float32."""
+    return engine_dtype if engine_dtype in ("bfloat16", "float16") else "float32"
+
+
+def _metas_bytes(metas: list[tuple[str, str, tuple[int, ...]]]) -> int:
+    import torch
+
+    return sum(
+        torch.empty((), dtype=getattr(torch, dtype)).element_size() * int(torch.Size(shape).numel())
+        for _, dtype, shape in metas
+    )

@@ -23,11 +23,15 @@ import torch
 Meta = tuple[str, str, tuple[int, ...]]
 
 
-def parameter_metas(model: torch.nn.Module) -> list[Meta]:
+def parameter_metas(model: torch.nn.Module, wire: str = "float32") -> list[Meta]:
     """``(name, dtype name, full shape)`` per parameter, in send order (no gather needed:
-    a DTensor reports its global shape)."""
+    a DTensor reports its global shape). Floating parameters travel in ``wire``."""
     return [
-        (name, str(p.dtype).removeprefix("torch."), tuple(p.shape))
+        (
+            name,
+            wire if p.is_floating_point() else str(p.dtype).removeprefix("torch."),
+            tuple(p.shape),
+        )
         for name, p in model.named_parameters()  # deduplicates tied parameters
     ]
 
@@ -52,12 +56,15 @@ class NCCLWeightSender:
         self.comm = PyNcclCommunicator(group, device=torch.cuda.current_device())
 
     @torch.no_grad()
-    def send(self, model: torch.nn.Module) -> int:
-        """Gather and broadcast every parameter (in `parameter_metas` order); bytes sent."""
+    def send(self, model: torch.nn.Module, wire: torch.dtype = torch.float32) -> int:
+        """Gather and broadcast every parameter (in `parameter_metas` order, floating ones as
+        ``wire``); bytes sent."""
         sent = 0
         for _name, param in model.named_parameters():
             full = param.full_tensor() if hasattr(param, "full_tensor") else param.data
             if self.rank == 0:
+                if full.is_floating_point():
+                    full = full.to(wire)
                 full = full.contiguous()  # NCCL sends numel elements from data_ptr()
                 self.comm.broadcast(full, src=0, stream=torch.cuda.current_stream())
                 sent += full.numel() * full.element_size()

@@ -232,7 +232,9 @@ class LearnerWorker:
             state.pop(alias, None)
         return state
 
-    def weight_buckets(self, bucket_bytes: int) -> tuple[list[ray.ObjectRef], int, dict]:
+    def weight_buckets(
+        self, bucket_bytes: int, wire: str = "float32"
+    ) -> tuple[list[ray.ObjectRef], int, dict]:
         """Collective path: gather with the state-dict API, then bucket and ``ray.put`` (rank 0).
 
         Returns (bucket refs, total bytes, {gather_s, put_s}); ([], 0, {...}) on other ranks.
@@ -240,7 +242,7 @@ class LearnerWorker:
         """
         start = time.perf_counter()
         state = self.full_state_dict()
-        return self._put_buckets(state, bucket_bytes, time.perf_counter() - start)
+        return self._put_buckets(state, bucket_bytes, wire, time.perf_counter() - start)
 
     def sync_layout_supported(self) -> bool:
         """Whether the object-store shard path (`learner.shard_sync`) fits this model."""
@@ -258,7 +260,7 @@ class LearnerWorker:
             return ray.put(shards)
 
     def buckets_from_shards(
-        self, shard_refs: list[ray.ObjectRef | None], bucket_bytes: int
+        self, shard_refs: list[ray.ObjectRef | None], bucket_bytes: int, wire: str = "float32"
     ) -> tuple[list[ray.ObjectRef], int, dict]:
         """Shard path, step 2 (rank 0): full tensors from every rank's shards, then buckets."""
         start = time.perf_counter()
@@ -267,14 +269,17 @@ class LearnerWorker:
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             state = shard_sync.assemble(self._own_shards, shard_refs, self.rank)
         self._own_shards = {}
-        return self._put_buckets(state, bucket_bytes, time.perf_counter() - start)
+        return self._put_buckets(state, bucket_bytes, wire, time.perf_counter() - start)
 
     def _put_buckets(
-        self, state: dict[str, torch.Tensor], bucket_bytes: int, gather_s: float
+        self, state: dict[str, torch.Tensor], bucket_bytes: int, wire: str, gather_s: float
     ) -> tuple[list[ray.ObjectRef], int, dict]:
         start = time.perf_counter()
         refs, total = [], 0
         if self.rank == 0:
+            dtype = getattr(torch, wire)
+            # The engines' dtype on the wire (bf16: half of fp32's bytes); floats only.
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
             with quiet_zero_copy_puts():
                 for bucket in split_into_buckets(state, bucket_bytes):
                     total += sum(t.numel() * t.element_size() for t in bucket.values())
@@ -286,14 +291,15 @@ class LearnerWorker:
         self.nccl = NCCLWeightSender(self.rank)
         self.nccl.connect(master_address, master_port, world_size)
 
-    def nccl_metas(self) -> list[Meta]:
-        """GPU: (name, dtype, shape) of every parameter, in the order `nccl_send` sends them."""
-        return parameter_metas(self.model)
+    def nccl_metas(self, wire: str = "float32") -> list[Meta]:
+        """GPU: (name, wire dtype, shape) of every parameter, in `nccl_send`'s order."""
+        return parameter_metas(self.model, wire)
 
-    def nccl_send(self) -> int:
-        """GPU: gather every parameter (collective) and broadcast it from rank 0; bytes sent."""
+    def nccl_send(self, wire: str = "float32") -> int:
+        """GPU: gather every parameter (collective) and broadcast it from rank 0 in the
+        ``wire`` dtype; bytes sent."""
         self._reshard()
-        return self.nccl.send(self.model)
+        return self.nccl.send(self.model, getattr(torch, wire))
 
     def record_sync(self, seconds: float, num_bytes: int) -> None:
         """Export one sync's figures (measured by the group, recorded by rank 0's actor)."""

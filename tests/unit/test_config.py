@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import yaml
+from support import REPO_ROOT
 
 from azr.config import (
     CONFIG_DIR,
@@ -149,3 +150,21 @@ def test_docker_keys_of_0_1_still_load_with_a_warning(caplog: pytest.LogCaptureF
     assert load_config(None, ["executor.docker.image=img:2"]).executor.docker.image == "img:2"
     with pytest.raises(ConfigError, match="executor.docker.nope: unknown key"):
         load_config(None, ["executor.docker_nope=1"])
+
+
+def test_engine_arguments_per_device():
+    """CPU engines: eager, explicit KV cache, no chunked prefill. GPU engines: CUDA graphs by
+    default, TP workers spawned locally (`mp`: inside a Ray placement group vLLM would
+    otherwise pick its Ray executor and ask for more GPUs)."""
+    from actors.rollout import engine_arguments
+
+    rollout = load_config(REPO_ROOT / "configs" / "qwen2.5-7b-coder.yaml").rollout
+    gpu = engine_arguments(rollout, "cuda", model_max_len=32768)
+    assert gpu["enforce_eager"] is False and gpu["distributed_executor_backend"] == "mp"
+    assert gpu["tensor_parallel_size"] == 2 and "kv_cache_memory_bytes" not in gpu
+    cpu = engine_arguments(load_config(None).rollout, "cpu", model_max_len=1024)
+    assert cpu["enforce_eager"] is True and cpu["enable_chunked_prefill"] is False
+    assert cpu["max_model_len"] == 1024  # capped to the model's
+    assert "distributed_executor_backend" not in cpu
+    forced = rollout.model_copy(update={"enforce_eager": True})
+    assert engine_arguments(forced, "cuda", None)["enforce_eager"] is True
