@@ -139,6 +139,7 @@ def test_sync_buckets_hold_exactly_the_checkpoint_weights(learner, tmp_path):
         assert sent.keys() == saved.keys()
         for name, tensor in saved.items():
             assert torch.equal(sent[name], tensor), name
+        assert total == sum(tensor_bytes(t) for t in saved.values())
     # For a bf16 engine the weights travel in bf16: half the bytes, each value rounded once.
     refs, half, _ = learner._cpu_buckets(BUCKET_MB << 20, "bfloat16")
     sent = {name: t for bucket in ray.get(refs) for name, t in bucket.items()}
@@ -146,4 +147,3 @@ def test_sync_buckets_hold_exactly_the_checkpoint_weights(learner, tmp_path):
     for name, tensor in saved.items():
         assert sent[name].dtype == torch.bfloat16
         assert torch.equal(sent[name], tensor.to(torch.bfloat16)), name
-        assert total == sum(tensor_bytes(t) for t in saved.values())

@@ -50,10 +50,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_JSON = REPO_ROOT / "deploy" / "grafana" / "dashboards" / "azr.json"
 PROMETHEUS_YML = REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml"
 VENV_BIN = Path(sys.executable).parent
