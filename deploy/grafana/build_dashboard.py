@@ -27,6 +27,11 @@ OUTPUT = Path(__file__).resolve().parent / "dashboards" / "azr.json"
 RATE = "$__rate_interval"
 """Grafana's rate window (at least 4 scrape intervals); the observability test substitutes it."""
 
+GAUGE_LOOKBACK = "30m"
+"""How long a gauge shows its last value. Ray's metrics agent exports a gauge only for a couple
+of report intervals after it was set, and most of ours are set once per step (minutes apart at
+paper scale): without the lookback those panels would be blank between steps."""
+
 MetricKind = Literal["counter", "gauge", "histogram"]
 
 
@@ -144,9 +149,10 @@ def increase(name: str, *by: str) -> str:
 
 
 def gauge(name: str, agg: str = "max", *by: str) -> str:
+    """The last value of a gauge within `GAUGE_LOOKBACK`, aggregated per `by` labels."""
     m = metric(name)
     assert m.kind == "gauge", name
-    return f"{agg}{_by(by)} ({m.series})"
+    return f"{agg}{_by(by)} (last_over_time({m.series}[{GAUGE_LOOKBACK}]))"
 
 
 def quantile(name: str, q: float, *by: str) -> str:
