@@ -85,7 +85,7 @@ class RolloutEngine:
         tags = {"actor": f"rollout-{actor_index}", "node": node}
         self.metrics = RolloutMetrics(**tags)
         local_path = str(resolve_model(model_path))
-        self.layout = CheckpointLayout.read(local_path)
+        self.layout = _read_layout(local_path)
         self.llm = self._start_engine(local_path)
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.stop_token_ids = stop_token_ids(self.llm.get_tokenizer(), local_path)
@@ -265,7 +265,8 @@ class RolloutEngine:
         tensors = [(name, t) for bucket in buckets for name, t in bucket.items()]
         if not tensors:
             raise ValueError("update_weights got no tensors")
-        self.layout.check((name, tuple(t.shape)) for name, t in tensors)
+        if self.layout is not None:
+            self.layout.check((name, tuple(t.shape)) for name, t in tensors)
         nbytes = sum(t.numel() * t.element_size() for _, t in tensors)
         fetched = time.perf_counter()
         loaded = self.llm.collective_rpc("azr_reload_weights", args=(iter(tensors),))[0]
@@ -287,7 +288,8 @@ class RolloutEngine:
         """GPU: receive tensors (name, dtype, shape) broadcast by learner rank 0 (unverified)."""
         started = time.perf_counter()
         try:
-            self.layout.check((name, tuple(shape)) for name, _, shape in metas)
+            if self.layout is not None:
+                self.layout.check((name, tuple(shape)) for name, _, shape in metas)
         except WeightSyncError:
             # Learner rank 0 broadcasts regardless: take the broadcast, then refuse it.
             self.llm.collective_rpc("azr_discard_weights", args=(metas,))
@@ -330,6 +332,16 @@ class RolloutEngine:
     def _set_in_flight(self, delta: int) -> None:
         self._in_flight += delta
         self.metrics.requests_in_flight.set(self._in_flight)
+
+
+def _read_layout(model_path: str) -> CheckpointLayout | None:
+    """The checkpoint's tensor layout, or None (with a warning) for a checkpoint without
+    safetensors files: updates are then checked only by what vLLM loads."""
+    try:
+        return CheckpointLayout.read(model_path)
+    except FileNotFoundError as exc:
+        log.warning("weight updates are not checked against the checkpoint's names: %s", exc)
+        return None
 
 
 def _too_long(prompt_token_ids: list[int], n: int, version: int) -> Generation:

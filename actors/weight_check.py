@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,7 @@ class CheckpointLayout:
         unexpected = sorted(set(names) - set(self.shapes))
         if unexpected:
             problems.append(f"not in the model {len(unexpected)}: {_few(unexpected)}")
-        duplicated = sorted({n for n in names if names.count(n) > 1})
+        duplicated = sorted(n for n, count in Counter(names).items() if count > 1)
         if duplicated:
             problems.append(f"sent twice {len(duplicated)}: {_few(duplicated)}")
         wrong = [
