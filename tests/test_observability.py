@@ -299,12 +299,12 @@ def head_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def ray_head(workdir: Path, head_env: dict[str, str]) -> Iterator[RayHead]:
     from azr.config import load_config
-    from azr.runtime import _local_cpus
+    from driver.runtime import local_cpus
 
     head = RayHead(temp_dir=workdir / "ray", env=head_env)
     head.temp_dir.mkdir()
     try:
-        head.start(num_cpus=_local_cpus(load_config(REPO_ROOT / "configs" / "tiny.yaml")))
+        head.start(num_cpus=local_cpus(load_config(REPO_ROOT / "configs" / "tiny.yaml")))
         yield head
     finally:
         head.stop()
