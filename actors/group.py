@@ -64,6 +64,20 @@ class RolloutGroup:
         """Load the same weight buckets into every actor in place; one report per actor."""
         return ray.get(self.start_update(bucket_refs, version))
 
+    def prompt_logprobs(self, token_ids: list[list[int]]) -> list[list[list[float]]]:
+        """Every actor's `RolloutEngine.prompt_logprobs` of the same sequences, in actor order
+        (the weight-sync check compares each engine with the learner)."""
+        return ray.get([actor.prompt_logprobs.remote(token_ids) for actor in self.actors])
+
+    def infos(self) -> list[dict]:
+        """Every actor's `RolloutEngine.info` (device, dtype, max_model_len, stop ids ...)."""
+        return ray.get([actor.info.remote() for actor in self.actors])
+
+    def max_model_len(self) -> int:
+        """The smallest prompt + response limit of the engines (the config's, capped to the
+        model's own)."""
+        return min(info["max_model_len"] for info in self.infos())
+
     def policy_versions(self) -> list[int]:
         """The version each actor serves."""
         return ray.get([actor.policy_version.remote() for actor in self.actors])

@@ -24,6 +24,11 @@ class RolloutMetrics:
         self.prompt_tokens = make.counter(
             "azr_rollout_prompt_tokens", "Prompt tokens processed.", _TAGS
         )
+        self.prompts_too_long = make.counter(
+            "azr_rollout_prompts_too_long",
+            "Prompts the engine could not take (at or over max_model_len): empty completions.",
+            _TAGS,
+        )
         self.requests_in_flight = make.gauge(
             "azr_rollout_requests_in_flight",
             "Prompts submitted to the engine and not yet finished.",

@@ -5,6 +5,11 @@ parallelism. Invariants: weights are updated in place, never by restarting the e
 every update the prefix cache is reset before the policy version is bumped (cached KV blocks of
 the old weights must not serve new prompts); every completion carries the version that produced
 it and the logprobs of the distribution it was sampled from. Engine settings: docs/rollout.md.
+An update whose tensor names or shapes differ from the checkpoint is refused before anything is
+loaded (`actors.weight_check`), and a reload vLLM did not load in full is an error. Generation
+never raises for length (an impossible prompt gets empty completions, finish reason
+``prompt_too_long``); every request stops at the checkpoint's EOS ids and the chat template's
+end-of-turn (`actors.stop_tokens`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import ray
 import torch
 
 from actors.metrics import RolloutMetrics, attach_engine_stats
+from actors.stop_tokens import stop_token_ids
 from actors.types import Completion, Generation
+from actors.weight_check import CheckpointLayout, WeightSyncError
 from azr.config import RolloutConfig, SamplingConfig
 from azr.logs import route_process_output
 from azr.models import resolve_model
@@ -102,7 +109,11 @@ class RolloutEngine:
         node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
         tags = {"actor": f"rollout-{actor_index}", "node": node}
         self.metrics = RolloutMetrics(**tags)
-        self.llm = self._start_engine(str(resolve_model(model_path)))
+        local_path = str(resolve_model(model_path))
+        self.layout = _read_layout(local_path)
+        self.llm = self._start_engine(local_path)
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+        self.stop_token_ids = stop_token_ids(self.llm.get_tokenizer(), local_path)
         self.engine_stats_attached = attach_engine_stats(self.llm, tags)
         self.metrics.policy_version.set(0)
 
@@ -133,34 +144,42 @@ class RolloutEngine:
         """
         if not prompts:
             return []
-        self._check_prompt_lengths(prompts)
-        params = [
-            self._sampling_params(sampling, first_index + index) for index in range(len(prompts))
-        ]
+        prompt_ids = self._tokenize(prompts)
+        fitting = [i for i, ids in enumerate(prompt_ids) if len(ids) < self.max_model_len]
+        if len(fitting) < len(prompts):
+            skipped = len(prompts) - len(fitting)
+            log.warning(
+                "%d prompt(s) of %d tokens or more skipped (longest %d)",
+                skipped,
+                self.max_model_len,
+                max(len(ids) for ids in prompt_ids),
+            )
+            self.metrics.prompts_too_long.inc(skipped)
+        params = [self._sampling_params(sampling, first_index + i) for i in fitting]
         version = self._version
         started = time.perf_counter()
-        self._set_in_flight(len(prompts))
+        self._set_in_flight(len(fitting))
         try:
-            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            outputs = self.llm.generate([prompts[i] for i in fitting], params, use_tqdm=False)
         finally:
-            self._set_in_flight(-len(prompts))
-        results = [self._to_generation(out, version) for out in outputs]
+            self._set_in_flight(-len(fitting))
+        by_index = {
+            i: self._to_generation(out, version) for i, out in zip(fitting, outputs, strict=True)
+        }
+        results = [
+            by_index.get(i) or _too_long(ids, sampling.n, version)
+            for i, ids in enumerate(prompt_ids)
+        ]
         self.metrics.generate_seconds.observe(time.perf_counter() - started)
         generated = sum(len(c.token_ids) for g in results for c in g.completions)
         self.metrics.generated_tokens.inc(generated)
-        self.metrics.prompt_tokens.inc(sum(len(g.prompt_token_ids) for g in results))
+        self.metrics.prompt_tokens.inc(sum(len(prompt_ids[i]) for i in fitting))
         return results
 
-    def _check_prompt_lengths(self, prompts: list[str]) -> None:
-        """Reject the batch up front, naming the prompt, if one cannot fit the engine."""
+    def _tokenize(self, prompts: list[str]) -> list[list[int]]:
+        """Token ids of each prompt, as the engine tokenizes a text prompt."""
         tokenizer = self.llm.get_tokenizer()
-        limit = self.llm.llm_engine.model_config.max_model_len
-        for index, prompt in enumerate(prompts):
-            length = len(tokenizer.encode(prompt))
-            if length >= limit:
-                raise ValueError(
-                    f"prompt {index} has {length} tokens; the engine takes at most {limit - 1}"
-                )
+        return [tokenizer.encode(prompt) for prompt in prompts]
 
     def _sampling_params(self, sampling: SamplingConfig, prompt_index: int):
         from vllm import SamplingParams
@@ -173,6 +192,7 @@ class RolloutEngine:
             max_tokens=sampling.max_tokens,
             seed=seed,
             logprobs=0,  # the sampled token's logprob only
+            stop_token_ids=list(self.stop_token_ids),
             # Every sampling knob explicit: none is left to the checkpoint's generation_config.
             top_k=0,
             min_p=0.0,
@@ -247,6 +267,8 @@ class RolloutEngine:
         tensors = [(name, t) for bucket in buckets for name, t in bucket.items()]
         if not tensors:
             raise ValueError("update_weights got no tensors")
+        if self.layout is not None:
+            self.layout.check((name, tuple(t.shape)) for name, t in tensors)
         nbytes = sum(t.numel() * t.element_size() for _, t in tensors)
         fetched = time.perf_counter()
         loaded = self.llm.collective_rpc("azr_reload_weights", args=(iter(tensors),))[0]
@@ -267,6 +289,13 @@ class RolloutEngine:
     ) -> dict:
         """GPU: receive tensors (name, dtype, shape) broadcast by learner rank 0 (unverified)."""
         started = time.perf_counter()
+        try:
+            if self.layout is not None:
+                self.layout.check((name, tuple(shape)) for name, _, shape in metas)
+        except WeightSyncError:
+            # Learner rank 0 broadcasts regardless: take the broadcast, then refuse it.
+            self.llm.collective_rpc("azr_discard_weights", args=(metas,))
+            raise
         loaded = self.llm.collective_rpc("azr_receive_weights", args=(metas,))[0]
         self.llm.reset_prefix_cache()
         nbytes = sum(
@@ -275,12 +304,15 @@ class RolloutEngine:
         )
         return self._finish_update(version, loaded, nbytes, started)
 
-    def _finish_update(self, version: int, loaded: int, nbytes: int, started: float) -> dict:
+    def _finish_update(
+        self, version: int, loaded: dict[str, int], nbytes: int, started: float
+    ) -> dict:
+        """Serve ``version``; the report holds what vLLM loaded (`azr_reload_weights`)."""
         self._version = version
         seconds = time.perf_counter() - started
         self.metrics.weight_update_seconds.observe(seconds)
         self.metrics.policy_version.set(version)
-        return {"version": version, "tensors": loaded, "bytes": nbytes, "seconds": seconds}
+        return {"version": version, **loaded, "bytes": nbytes, "seconds": seconds}
 
     def policy_version(self) -> int:
         """Version of the weights now served (0 = the initial checkpoint)."""
@@ -295,11 +327,29 @@ class RolloutEngine:
             "pid": os.getpid(),
             "engine_stats": self.engine_stats_attached,
             "dtype": str(self.llm.llm_engine.model_config.dtype).removeprefix("torch."),
+            "max_model_len": self.max_model_len,
+            "stop_token_ids": list(self.stop_token_ids),
         }
 
     def _set_in_flight(self, delta: int) -> None:
         self._in_flight += delta
         self.metrics.requests_in_flight.set(self._in_flight)
+
+
+def _read_layout(model_path: str) -> CheckpointLayout | None:
+    """The checkpoint's tensor layout, or None (with a warning) for a checkpoint without
+    safetensors files: updates are then checked only by what vLLM loads."""
+    try:
+        return CheckpointLayout.read(model_path)
+    except FileNotFoundError as exc:
+        log.warning("weight updates are not checked against the checkpoint's names: %s", exc)
+        return None
+
+
+def _too_long(prompt_token_ids: list[int], n: int, version: int) -> Generation:
+    """The answer to a prompt the engine cannot take: ``n`` empty completions."""
+    empty = Completion([], "", [], "prompt_too_long", version)
+    return Generation(prompt_token_ids=prompt_token_ids, completions=[empty] * n)
 
 
 RolloutActor = ray.remote(RolloutEngine)

@@ -18,7 +18,9 @@ class Completion:
     temperature/top-p), the behaviour policy of the learner's importance ratio; same length
     as `token_ids`."""
     finish_reason: str | None
-    """``"stop"`` (EOS / stop string), ``"length"`` (hit max_tokens) or None."""
+    """``"stop"`` (EOS / end-of-turn / stop string), ``"length"`` (hit max_tokens or
+    max_model_len), ``"prompt_too_long"`` (the engine could not take the prompt; no tokens) or
+    None."""
     policy_version: int
     """Version of the weights that generated it (0 = the initial checkpoint)."""
 

@@ -10,51 +10,150 @@ Why, and what is verified: docs/rollout.md.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
+
+from actors.weight_check import WeightSyncError
 
 RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
 
 
+def expected_gap(layer_class: str, tied: bool) -> bool:
+    """Layers a checkpoint never holds weights for: rotary embeddings (computed caches) and, in
+    a tied model, the lm_head (it shares the embedding's weight; `_azr_retie_embeddings`
+    refreshes it). A reload that loads nothing into them is normal."""
+    return layer_class.endswith("RotaryEmbedding") or (tied and layer_class == "ParallelLMHead")
+
+
 class ExpectedReloadGaps(logging.Filter):
-    """Drops vLLM's "<Layer>: Failed to load weights" for layers a checkpoint never holds:
-    rotary embeddings (computed caches) and, in a tied model, the lm_head (it shares the
-    embedding's weight; `_azr_retie_embeddings` refreshes it). Any other layer still warns."""
+    """Drops vLLM's "<Layer>: Failed to load weights" for the layers of `expected_gap`, and
+    records every other such layer in ``unexpected`` (the reload then fails)."""
 
     def __init__(self, tied: bool) -> None:
         super().__init__()
         self.tied = tied
+        self.unexpected: list[str] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg != "%s: Failed to load weights" or not record.args:
             return True
         layer = str(record.args[0])
-        expected = layer.endswith("RotaryEmbedding") or (self.tied and layer == "ParallelLMHead")
-        return not expected
+        if expected_gap(layer, self.tied):
+            return False
+        self.unexpected.append(layer)
+        return True
+
+
+class ReloadAudit:
+    """What vLLM's layer-wise reload actually loaded, read from its own bookkeeping.
+
+    vLLM's reload (``vllm.model_executor.model_loader.reload``) buffers each layer's tensors
+    and processes the layer once the elements its weight loaders took reach the layer's
+    size; at the end, a layer that took nothing keeps its old tensors (logged "Failed to load
+    weights") and one that took part is processed with the rest uninitialised. Wrapping the
+    model's ``load_weights`` sees that state just before vLLM finalises it: every layer still
+    waiting then is a gap, unless it is an `expected_gap`.
+    """
+
+    def __init__(self, model: torch.nn.Module, tied: bool) -> None:
+        self.model = model
+        self.tied = tied
+        self.gaps: list[str] = []
+        self.elements_loaded = 0
+        self.parameters_loaded = 0
+        self._original: Callable[..., Any] | None = None
+
+    def __enter__(self) -> ReloadAudit:
+        self._original = self.model.load_weights
+        self.model.load_weights = self._audited  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        del self.model.load_weights  # the class's method again
+
+    def _audited(self, weights: Iterable[tuple[str, torch.Tensor]]) -> Any:
+        from vllm.model_executor.layers.attention import is_deferred_attention_layer
+        from vllm.model_executor.model_loader.reload.layerwise import LAYERWISE_INFO
+
+        waiting = {}
+        for name, layer in self.model.named_modules():
+            info = LAYERWISE_INFO.get(layer)
+            if info is not None and info.can_load():
+                waiting[name] = (layer, info.load_numel_total or 0)
+        assert self._original is not None
+        loaded = self._original(weights)
+        self.parameters_loaded = len(loaded) if loaded is not None else 0
+        for name, (layer, size) in waiting.items():
+            info = LAYERWISE_INFO.get(layer)
+            if info is None or not info.can_load():  # processed: every element was loaded
+                self.elements_loaded += size
+                continue
+            self.elements_loaded += info.load_numel
+            total = info.load_numel_total or 0
+            if total == 0 or is_deferred_attention_layer(layer):
+                continue  # nothing to load / processed by vLLM's finalize in any case
+            if info.load_numel == 0 and expected_gap(type(layer).__name__, self.tied):
+                continue
+            self.gaps.append(
+                f"{name} ({type(layer).__name__}): {info.load_numel} of {total} elements"
+            )
+        return loaded
 
 
 class WeightSyncExtension:
     """Mixed into vLLM's worker class; names are prefixed to avoid clashing with vLLM's."""
 
-    def azr_reload_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> int:
-        """Load HF-named tensors in place; returns how many tensors were loaded."""
+    def azr_reload_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> dict[str, int]:
+        """Load HF-named tensors in place and check that vLLM loaded every layer in full.
+
+        Returns ``tensors`` (taken by the loader), ``parameters_loaded`` (vLLM parameters,
+        fused ones counted once) and ``elements_loaded`` (what vLLM's weight loaders copied).
+        Raises `WeightSyncError` naming the layers that were not (fully) loaded; the engine
+        then mixes two versions and must not serve the run.
+        """
+        model = self.model_runner.model  # type: ignore[attr-defined]
         if not getattr(self, "_azr_reload_filter", None):
-            config = getattr(self.model_runner.model, "config", None)  # type: ignore[attr-defined]
-            self._azr_reload_filter = ExpectedReloadGaps(
-                bool(getattr(config, "tie_word_embeddings", False))
-            )
+            config = getattr(model, "config", None)
+            self._azr_tied = bool(getattr(config, "tie_word_embeddings", False))
+            self._azr_reload_filter = ExpectedReloadGaps(self._azr_tied)
             logging.getLogger(RELOAD_LOGGER).addFilter(self._azr_reload_filter)
-        counted: list[str] = []
+        self._azr_reload_filter.unexpected.clear()
+        taken = 0
 
         def counting() -> Iterable[tuple[str, torch.Tensor]]:
+            nonlocal taken
             for name, tensor in weights:
-                counted.append(name)
+                taken += 1
                 yield name, tensor
 
-        self.reload_weights(weights_iterator=counting())  # type: ignore[attr-defined]
+        try:
+            with ReloadAudit(model, self._azr_tied) as audit:
+                self.reload_weights(weights_iterator=counting())  # type: ignore[attr-defined]
+        except Exception as exc:
+            raise WeightSyncError(
+                f"vLLM's reload failed after {taken} tensors ({type(exc).__name__}: {exc}); "
+                "the engine is left partly loaded"
+            ) from exc
         self._azr_retie_embeddings()
-        return len(counted)
+        gaps = audit.gaps + [
+            f"{layer} (vLLM: Failed to load weights)"
+            for layer in self._azr_reload_filter.unexpected
+            if not any(f"({layer})" in gap for gap in audit.gaps)
+        ]
+        if gaps:
+            raise WeightSyncError(
+                f"vLLM did not load {len(gaps)} layer(s) of the update in full: "
+                + "; ".join(gaps[:10])
+                + ("; ..." if len(gaps) > 10 else "")
+                + ". The engine now mixes old and new weights."
+            )
+        return {
+            "tensors": taken,
+            "parameters_loaded": audit.parameters_loaded,
+            "elements_loaded": audit.elements_loaded,
+        }
 
     def _azr_retie_embeddings(self) -> None:
         """Refresh a tied lm_head after a reload.
@@ -92,7 +191,7 @@ class WeightSyncExtension:
         )
         self.azr_weight_comm = PyNcclCommunicator(group, device=self.device)  # type: ignore[attr-defined]
 
-    def azr_receive_weights(self, metas: list[tuple[str, str, tuple[int, ...]]]) -> int:
+    def azr_receive_weights(self, metas: list[tuple[str, str, tuple[int, ...]]]) -> dict[str, int]:
         """GPU: receive (name, dtype, shape) tensors broadcast by learner rank 0, load them."""
 
         def received() -> Iterable[tuple[str, torch.Tensor]]:
@@ -102,3 +201,10 @@ class WeightSyncExtension:
                 yield name, tensor
 
         return self.azr_reload_weights(received())
+
+    def azr_discard_weights(self, metas: list[tuple[str, str, tuple[int, ...]]]) -> None:
+        """GPU: receive a broadcast and drop it (a refused update: learner rank 0 sends anyway,
+        and would wait forever for receivers that left the collective)."""
+        for _, dtype, shape in metas:
+            tensor = torch.empty(shape, dtype=getattr(torch, dtype), device="cuda")
+            self.azr_weight_comm.broadcast(tensor, src=0)  # type: ignore[attr-defined]

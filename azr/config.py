@@ -91,7 +91,10 @@ class SamplingConfig(Section):
     """Explicit sampling parameters of one kind of generation (nothing is left to engine defaults)."""
 
     n: int = Field(1, ge=1)
-    """Completions per prompt."""
+    """Completions per prompt. Proposer: each completion is its own proposal (a step makes
+    ``ceil(batch_size / n)`` proposer prompts per task type and keeps ``batch_size``
+    proposals). Solver and eval: must be 1 (``selfplay.mc_samples`` sets the Monte-Carlo
+    samples, one prompt each)."""
     temperature: float = Field(1.0, ge=0.0)
     """Sampling temperature (0 = greedy)."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -121,7 +124,10 @@ class RolloutConfig(Section):
     """Ray CPUs reserved per CPU rollout actor; None = `cpu_threads`. Less lets the engine share
     cores with learner workers it takes turns with (sync mode)."""
     max_model_len: int = Field(4096, ge=128)
-    """Longest prompt + response the engine accepts."""
+    """Longest prompt + response the engine accepts (capped to the model's own limit). Every
+    prompt is built to fit ``max_model_len - max_tokens`` of its sampling: proposer prompts
+    drop references until they fit, a proposal whose solver prompt would not fit is rejected
+    as ``prompt_too_long``."""
     enforce_eager: bool | None = None
     """Disable CUDA graphs / compilation. None = on for the CPU build (which requires it), off
     on GPUs (CUDA graphs make decoding much faster, at some start-up time and memory)."""
@@ -276,6 +282,20 @@ class LearnerConfig(Section):
     sync_timeout_s: float = Field(600.0, gt=0)
     """Longest wait for one weight sync, both sides together (learner send, every engine's
     load); past it, or at the first failure on either side, the run stops naming who."""
+    verify_sync_every: int = Field(10, ge=0)
+    """After the first weight sync of a process and then every this many syncs, compare the
+    rollout engines' logprobs with the learner's on a fixed probe sequence; a mismatch beyond
+    the tolerance stops the run. 0 = never (not advised: a bad sync then goes unseen)."""
+    verify_sync_tolerance: float | None = Field(None, gt=0)
+    """Largest mean |logprob difference| (nats per probe token) the check accepts; None = by
+    dtype: `verify_sync_tolerance_fp32` when both sides compute in float32, else
+    `verify_sync_tolerance_bf16`."""
+    verify_sync_tolerance_fp32: float = Field(1e-3, gt=0)
+    """The check's tolerance when the rollout engine and the learner both compute in float32
+    (measured on CPU: ~1e-6; a sync that misses one layer's update is far above)."""
+    verify_sync_tolerance_bf16: float = Field(0.05, gt=0)
+    """The check's tolerance when either side computes in bfloat16/float16 (kernels differ
+    in rounding: a correct bf16 sync still differs by a few hundredths of a nat per token)."""
 
     @property
     def reserved_cpus(self) -> float:
@@ -288,6 +308,25 @@ class LearnerConfig(Section):
 class SelfPlayConfig(Section):
     """The AZR step: proposals, Monte-Carlo estimation, solving."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _solve_weight_removed(cls, data: Any) -> Any:
+        """``selfplay.solve_weight`` (λ in r_propose + λ · r_solve) is gone: advantages are
+        normalised per (task type, role) group, so a positive factor on the solve rewards
+        cancels and 0 made every solver advantage 0. 1.0 (the old default) still loads."""
+        if not isinstance(data, dict) or "solve_weight" not in data:
+            return data
+        data = dict(data)
+        value = data.pop("solve_weight")
+        if value not in (1, 1.0):
+            raise ValueError(
+                f"solve_weight={value!r}: the setting was removed. TRR++ normalises rewards "
+                "per (task type, role) group, so a factor on the solve rewards has no effect "
+                "(and 0 stopped the solver learning); delete the key"
+            )
+        log.warning("selfplay.solve_weight has no effect and was removed: delete the key")
+        return data
+
     steps: int = Field(100, ge=0)
     """Self-play steps to run."""
     batch_size: int = Field(64, ge=1)
@@ -298,8 +337,6 @@ class SelfPlayConfig(Section):
     """N: inputs an induction proposer writes; half are shown, half are hidden tests."""
     mc_samples: int = Field(8, ge=2)
     """n: Monte-Carlo solver samples per valid proposal (learnability estimate)."""
-    solve_weight: float = Field(1.0, ge=0)
-    """λ in r_propose + λ · r_solve."""
     learnability_rule: Literal["paper", "reference"] = "paper"
     """paper: r_propose = 0 at solve rate 0 or 1; reference: −0.5 there (the reference code's variant)."""
     induction_scoring: Literal["binary", "fraction"] = "binary"
@@ -375,6 +412,20 @@ class AZRConfig(Section):
             )
         if self.selfplay.induction_inputs % 2:
             raise ValueError("selfplay.induction_inputs must be even (half shown, half hidden)")
+        rollout = self.rollout
+        for kind in ("solve", "eval"):
+            if getattr(rollout, kind).n != 1:
+                raise ValueError(
+                    f"rollout.{kind}.n must be 1 (got {getattr(rollout, kind).n}): every solve "
+                    "is its own prompt; selfplay.mc_samples sets the Monte-Carlo samples"
+                )
+        for kind in ("propose", "solve", "eval"):
+            max_tokens = getattr(rollout, kind).max_tokens
+            if max_tokens >= rollout.max_model_len:
+                raise ValueError(
+                    f"rollout.{kind}.max_tokens ({max_tokens}) leaves no room for a prompt "
+                    f"in rollout.max_model_len ({rollout.max_model_len})"
+                )
         return self
 
     @property

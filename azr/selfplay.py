@@ -6,19 +6,27 @@ solves, then scores every answer. Invariants: nothing is generated twice (a new 
 one of its own Monte-Carlo samples, chosen uniformly), and nothing here knows Ray: the services
 are passed in (:class:`Services`). Why two rounds and not the reference's nine:
 docs/selfplay.md.
+
+With ``rollout.propose.n > 1`` each completion of a proposer prompt is its own proposal. Every
+prompt fits ``max_model_len - max_tokens`` of its generation by construction
+(`azr.prompt_budget`): references are dropped, over-long induction sources drawn again, a
+proposal whose solver prompt cannot fit rejected as ``prompt_too_long``, an over-long buffer
+task left out; each counted in the step's ``<task>/budget/<event>`` metrics.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from azr.config import AZRConfig, SamplingConfig
 from azr.parsing import FormatError, ParsedAnswer, parse_response
+from azr.prompt_budget import PROMPT_TOO_LONG, PromptBudget
 from azr.prompts import (
     propose_abduction_prompt,
     propose_deduction_prompt,
@@ -27,9 +35,12 @@ from azr.prompts import (
     solve_prompt,
 )
 from azr.rewards import propose_reward, solve_reward
-from azr.step_metrics import step_metrics, trr_metrics
+from azr.step_metrics import prompt_budget_metrics, step_metrics, trr_metrics
 from azr.step_types import Proposal, Solve, StepOutput, Task, Trajectory
 from azr.tasks import (
+    IDENTITY_INDUCTION,
+    IDENTITY_PROGRAM,
+    IDENTITY_TRIPLET,
     Executor,
     InductionTask,
     Role,
@@ -38,8 +49,13 @@ from azr.tasks import (
     TrainSample,
     Triplet,
     ValidateRequest,
+    ValidationResult,
 )
 from azr.trr import trr_advantages
+
+INDUCTION_SOURCE_DRAWS = 4
+"""Draws of an induction source program before a slot falls back to the identity program
+(a program too long for the induction proposer prompt is drawn again)."""
 
 
 class Generator(Protocol):
@@ -57,6 +73,8 @@ class TaskStore(Protocol):
 
     def add(self, task: TaskType, tasks: list[Task]) -> int: ...
 
+    def size(self, task: TaskType) -> int: ...
+
 
 @dataclass
 class Services:
@@ -64,6 +82,9 @@ class Services:
     executor: Executor
     store: TaskStore
     tokenizer: Any
+    max_model_len: int | None = None
+    """The rollout engines' prompt + response limit (the config's, capped to the model's);
+    None = ``rollout.max_model_len``."""
 
 
 def _trajectories(task: TaskType, role: Role, generations: Sequence[Any]) -> list[Trajectory]:
@@ -101,6 +122,11 @@ class StepRunner:
         self.rng = rng
         self.task_types = [TaskType(t) for t in config.selfplay.task_types]
         self._timings: dict[str, float] = {}
+        self.budget = PromptBudget(
+            services.tokenizer, services.max_model_len or config.rollout.max_model_len
+        )
+        self._budget_events: Counter[tuple[TaskType, str]] = Counter()
+        self._check_smallest_prompts_fit()
 
     def _request_seed(self, step: int, round_: int) -> int:
         """A distinct, reproducible seed per (run seed, step, round); prompt i adds i."""
@@ -110,74 +136,137 @@ class StepRunner:
     def _chat(self, text: str) -> str:
         return render_chat(self.services.tokenizer, text)
 
-    def proposer_prompts(self, task: TaskType, count: int) -> list[tuple[str, str | None]]:
-        """``count`` (rendered prompt, source program) pairs for one task type."""
-        sp, ex = self.config.selfplay, self.config.executor
-        store = self.services.store
-        if task == TaskType.INDUCTION:
-            # Each program comes from the deduction or abduction buffer (AZR_SPEC).
-            sources = [
-                self.rng.choice([TaskType.DEDUCTION, TaskType.ABDUCTION]) for _ in range(count)
-            ]
-            pools = {
-                source: iter(store.reference_sets(source, 1, sources.count(source)))
-                for source in set(sources)
-            }
-            programs = [next(pools[source])[0].program for source in sources]
-            return [
-                (
-                    self._chat(
-                        propose_induction_prompt(
-                            program, n_inputs=sp.induction_inputs, timeout_s=ex.timeout_s
-                        )
-                    ),
-                    program,
-                )
-                for program in programs
-            ]
-        build = propose_deduction_prompt if task == TaskType.DEDUCTION else propose_abduction_prompt
-        return [
-            (
-                self._chat(
-                    build(
-                        refs,
-                        banned_modules=ex.banned_modules,
-                        banned_builtins=ex.banned_builtins,
-                        timeout_s=ex.timeout_s,
+    def _check_smallest_prompts_fit(self) -> None:
+        """Fail at start-up, naming the numbers, when the identity-task prompts (the fallback
+        when nothing else fits, and the seed of every buffer) do not fit their budget."""
+        ro = self.config.rollout
+        for task in self.task_types:
+            if task == TaskType.INDUCTION:
+                propose, item = self._induction_prompt(IDENTITY_PROGRAM), IDENTITY_INDUCTION
+            else:
+                propose, item = self._proposer_prompt(task, [IDENTITY_TRIPLET]), IDENTITY_TRIPLET
+            solve = self._chat(solve_prompt(task, item))
+            for kind, sampling, prompt in (
+                ("propose", ro.propose, propose),
+                ("solve", ro.solve, solve),
+            ):
+                limit = self.budget.limit(sampling)
+                if not self.budget.fits(prompt, limit):
+                    raise ValueError(
+                        f"the identity task's {task} {kind} prompt has "
+                        f"{self.budget.length(prompt)} tokens, but rollout.max_model_len "
+                        f"({self.budget.max_model_len}) minus rollout.{kind}.max_tokens "
+                        f"({sampling.max_tokens}) leaves {limit}"
                     )
-                ),
-                None,
+
+    def _proposer_prompt(self, task: TaskType, references: Sequence[Triplet]) -> str:
+        ex = self.config.executor
+        build = propose_deduction_prompt if task == TaskType.DEDUCTION else propose_abduction_prompt
+        return self._chat(
+            build(
+                references,
+                banned_modules=ex.banned_modules,
+                banned_builtins=ex.banned_builtins,
+                timeout_s=ex.timeout_s,
             )
-            for refs in store.reference_sets(task, sp.num_references, count)
+        )
+
+    def _induction_prompt(self, program: str) -> str:
+        sp, ex = self.config.selfplay, self.config.executor
+        return self._chat(
+            propose_induction_prompt(program, n_inputs=sp.induction_inputs, timeout_s=ex.timeout_s)
+        )
+
+    def proposer_prompts(self, task: TaskType, count: int) -> list[tuple[str, str | None]]:
+        """``count`` (rendered prompt, source program) pairs for one task type, each within
+        the proposer's prompt budget."""
+        limit = self.budget.limit(self.config.rollout.propose)
+        if task == TaskType.INDUCTION:
+            return [(self._induction_prompt(p), p) for p in self._induction_sources(count, limit)]
+        k = self.config.selfplay.num_references
+        return [
+            (self._fitted_reference_prompt(task, refs, limit), None)
+            for refs in self.services.store.reference_sets(task, k, count)
         ]
+
+    def _fitted_reference_prompt(
+        self, task: TaskType, references: list[Triplet], limit: int
+    ) -> str:
+        """The proposer prompt with as many of ``references`` as fit: the longest is dropped
+        (and counted) until the prompt fits; with none left, the identity triplet stands in
+        (the start-up check guarantees it fits)."""
+        refs = list(references)
+        while True:
+            prompt = self._proposer_prompt(task, refs or [IDENTITY_TRIPLET])
+            if not refs or self.budget.fits(prompt, limit):
+                return prompt
+            refs.remove(max(refs, key=lambda r: len(r.program) + len(r.input) + len(r.output)))
+            self._budget_events[(task, "references_dropped")] += 1
+
+    def _induction_sources(self, count: int, limit: int) -> list[str]:
+        """``count`` programs drawn uniformly over the programs of the deduction and abduction
+        buffers together (AZR_SPEC): a buffer is picked in proportion to its size, then a
+        program uniformly from it. A program whose induction prompt would not fit is drawn
+        again (counted); after :data:`INDUCTION_SOURCE_DRAWS` draws the identity program
+        stands in."""
+        programs: list[str | None] = [None] * count
+        for _ in range(INDUCTION_SOURCE_DRAWS):
+            open_slots = [i for i, p in enumerate(programs) if p is None]
+            if not open_slots:
+                break
+            for slot, program in zip(open_slots, self._draw_programs(len(open_slots)), strict=True):
+                if self.budget.fits(self._induction_prompt(program), limit):
+                    programs[slot] = program
+                else:
+                    self._budget_events[(TaskType.INDUCTION, "sources_too_long")] += 1
+        return [p if p is not None else IDENTITY_PROGRAM for p in programs]
+
+    def _draw_programs(self, count: int) -> list[str]:
+        """``count`` programs, each uniform over the deduction and abduction buffers' entries."""
+        store = self.services.store
+        sources = (TaskType.DEDUCTION, TaskType.ABDUCTION)
+        sizes = [store.size(t) for t in sources]
+        if sum(sizes) == 0:
+            return [IDENTITY_PROGRAM] * count
+        picks = self.rng.choices(sources, weights=sizes, k=count)
+        pools = {
+            source: iter(store.reference_sets(source, 1, picks.count(source)))
+            for source in sources
+            if source in picks
+        }
+        return [next(pools[source])[0].program for source in picks]
 
     # -- round 1 -------------------------------------------------------------------------
     def propose(self, step: int, tasks: Sequence[TaskType] | None = None) -> list[Proposal]:
         """Generate and validate ``batch_size`` proposals per task type, in one round."""
         tasks = list(tasks or self.task_types)
-        batch = self.config.selfplay.batch_size
-        prompt_sets = {t: self.proposer_prompts(t, batch) for t in tasks}
+        batch, sampling = self.config.selfplay.batch_size, self.config.rollout.propose
+        # n completions per prompt, each its own proposal: ceil(B / n) prompts give B.
+        prompt_sets = {t: self.proposer_prompts(t, math.ceil(batch / sampling.n)) for t in tasks}
         flat = [(t, p, src) for t in tasks for p, src in prompt_sets[t]]
         generations = self._generate(
-            [p for _, p, _ in flat],
-            with_seed(self.config.rollout.propose, self._request_seed(step, 1)),
-            "propose",
+            [p for _, p, _ in flat], with_seed(sampling, self._request_seed(step, 1)), "propose"
         )
-        proposals = []
+        proposals: list[Proposal] = []
+        kept: Counter[TaskType] = Counter()
         for (task, _, source), generation in zip(flat, generations, strict=True):
-            (trajectory,) = _trajectories(task, Role.PROPOSE, [generation])
-            parsed = parse_response(
-                trajectory.text,
-                task,
-                Role.PROPOSE,
-                n_inputs=self.config.selfplay.induction_inputs,
-            )
-            proposals.append(Proposal(task, source, trajectory, parsed))
+            for trajectory in _trajectories(task, Role.PROPOSE, [generation]):
+                if kept[task] == batch:
+                    break
+                kept[task] += 1
+                parsed = parse_response(
+                    trajectory.text,
+                    task,
+                    Role.PROPOSE,
+                    n_inputs=self.config.selfplay.induction_inputs,
+                )
+                proposals.append(Proposal(task, source, trajectory, parsed))
         self.validate(proposals)
         return proposals
 
     def validate(self, proposals: list[Proposal]) -> None:
-        """Fill ``validation`` and ``new_task`` of every well-formed proposal."""
+        """Fill ``validation`` and ``new_task`` of every well-formed proposal; a valid one whose
+        solver prompt would not fit the solve budget is rejected as ``prompt_too_long``."""
         pending: list[tuple[Proposal, ValidateRequest]] = []
         for proposal in proposals:
             parsed = proposal.parsed
@@ -200,17 +289,25 @@ class StepRunner:
         started = time.perf_counter()
         results = self.services.executor.validate_many([r for _, r in pending]) if pending else []
         self._timings["execute"] = self._timings.get("execute", 0.0) + time.perf_counter() - started
+        limit = self.budget.limit(self.config.rollout.solve)
         for (proposal, request), result in zip(pending, results, strict=True):
             proposal.validation = result
             if result.valid and result.outputs is not None:
-                proposal.new_task = self._task_from(proposal, request, result.outputs)
+                task = self._task_from(proposal, request, result.outputs)
+                if self.budget.fits(self._chat(solve_prompt(proposal.task, task)), limit):
+                    proposal.new_task = task
+                else:  # no solver could be asked it: not a task
+                    proposal.validation = ValidationResult(valid=False, reason=PROMPT_TOO_LONG)
 
     def _task_from(
         self, proposal: Proposal, request: ValidateRequest, outputs: tuple[str, ...]
     ) -> Task:
         if proposal.task == TaskType.INDUCTION:
             assert isinstance(proposal.parsed, ParsedAnswer)
-            pairs = tuple(zip(request.inputs, outputs, strict=True))
+            shuffled = list(zip(request.inputs, outputs, strict=True))
+            # Which pairs are hidden is the step's draw, not the proposer's choice.
+            self.rng.shuffle(shuffled)
+            pairs = tuple(shuffled)
             half = len(pairs) // 2
             return InductionTask(
                 program=request.program,
@@ -239,15 +336,26 @@ class StepRunner:
             if proposal.new_task is not None:
                 new_by_type[proposal.task].append(proposal)
         jobs: list[tuple[TaskType, Task, Proposal | None]] = []
+        prompts: list[str] = []
+        limit = self.budget.limit(self.config.rollout.solve)
         for task in self.task_types:
             fresh = new_by_type[task]
             fill = max(0, sp.batch_size - len(fresh))
             for proposal in fresh:
+                assert proposal.new_task is not None
+                prompt = self._chat(solve_prompt(task, proposal.new_task))
                 jobs.extend((task, proposal.new_task, proposal) for _ in range(sp.mc_samples))
-            jobs.extend((task, item, None) for item in self.services.store.tasks(task, fill))
+                prompts.extend([prompt] * sp.mc_samples)
+            for item in self.services.store.tasks(task, fill):
+                prompt = self._chat(solve_prompt(task, item))
+                # A buffer task of an earlier run with a larger budget: skipped, counted.
+                if not self.budget.fits(prompt, limit):
+                    self._budget_events[(task, "buffer_tasks_too_long")] += 1
+                    continue
+                jobs.append((task, item, None))
+                prompts.append(prompt)
         # One prompt per sample (not n per prompt): one request shape for the whole round,
         # and per-prompt seeds make every Monte-Carlo sample reproducible on resume.
-        prompts = [self._chat(solve_prompt(t, item)) for t, item, _ in jobs]
         generations = self._generate(
             prompts, with_seed(self.config.rollout.solve, self._request_seed(step, 2), n=1), "solve"
         )
@@ -304,7 +412,7 @@ class StepRunner:
             )
         for solve_ in solves:
             ok = not isinstance(solve_.parsed, FormatError)
-            solve_.trajectory.reward = sp.solve_weight * solve_reward(ok, solve_.score)
+            solve_.trajectory.reward = solve_reward(ok, solve_.score)
         trajectories = [p.trajectory for p in proposals] + [s.trajectory for s in solves]
         advantages = trr_advantages(
             [(t.task, t.role) for t in trajectories],
@@ -324,7 +432,7 @@ class StepRunner:
             for t, a in zip(trajectories, advantages, strict=True)
             if t.token_ids
         ]
-        metrics = step_metrics(proposals, solves, self.task_types)
+        metrics = step_metrics(proposals, solves, self.task_types, sp.learnability_rule)
         metrics.update(
             trr_metrics(
                 [(t.task, t.role) for t in trajectories],
@@ -342,9 +450,14 @@ class StepRunner:
     def run(self, step: int) -> StepOutput:
         """Round 1, round 2, rewards: one step's training samples."""
         self._timings = {}
+        self._budget_events = Counter()
         proposals = self.propose(step)
         solves = self.solve(step, proposals)
-        return self.finish(step, proposals, solves)
+        output = self.finish(step, proposals, solves)
+        output.metrics.update(
+            prompt_budget_metrics(proposals, self._budget_events, self.task_types)
+        )
+        return output
 
 
 def _score_request(task: TaskType, item: Task, parsed: ParsedAnswer) -> ScoreRequest:

@@ -2,8 +2,9 @@
 
 `Runtime` is a context manager: it joins (or starts) a Ray cluster, builds every actor from
 the config, hands the driver plain-looking services, and tears down exactly what it started.
-The death of a rollout or learner actor surfaces as :class:`RunFailed` with a clear message;
-executor actors recover on their own inside the pool.
+The death of a rollout or learner actor, a weight sync the rollout refuses or did not load in
+full, and a sync whose probe logprobs disagree (`driver.sync_check`) surface as
+:class:`RunFailed` with a clear message; executor actors recover on their own inside the pool.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,12 @@ from azr.selfplay import Services
 from azr.tasks import TaskType
 from buffer_service.wire import EntryBatch
 from driver.checkpoint import step_of
+from driver.sync_check import SyncVerifier, probe_token_ids, tolerance_for
 
 
 class RunFailed(RuntimeError):
-    """A rollout or learner actor died (or could not start): the run cannot go on."""
+    """A rollout or learner actor died (or could not start), or a weight sync went wrong: the
+    run cannot go on."""
 
 
 class GuardedGenerator:
@@ -194,14 +198,17 @@ class Runtime:
             except (RayActorError, RaySystemError, RayTaskError) as exc:
                 raise RunFailed(f"the rollout group could not start: {exc}") from exc
             try:
-                self.learner = GuardedLearner(
-                    LearnerGroup(self.model_source, config.learner, seed=config.seed),
-                    self.rollout,
-                    failures=(LearnerDiedError, WeightSyncError),
-                )
-                self._closers.append(self.learner.group.shutdown)
+                group = LearnerGroup(self.model_source, config.learner, seed=config.seed)
+                self._closers.append(group.shutdown)
             except LearnerDiedError as exc:
                 raise RunFailed(f"the learner group could not start: {exc}") from exc
+            self.max_model_len = self.rollout.max_model_len()
+            self.learner = GuardedLearner(
+                group,
+                self.rollout,
+                failures=(LearnerDiedError, WeightSyncError),
+                verifier=self._sync_verifier(group),
+            )
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -210,8 +217,21 @@ class Runtime:
             executor=self.pool,
             store=self.store,
             tokenizer=self.tokenizer,
+            max_model_len=self.max_model_len,
         )
         return self
+
+    def _sync_verifier(self, group: Any) -> SyncVerifier:
+        """The weight-sync check of this run: its probe, schedule and tolerance."""
+        dtypes = {info["dtype"] for info in self.rollout.infos()}
+        both_float32 = dtypes == {"float32"} and not group.use_gpu
+        return SyncVerifier(
+            probe_token_ids(self.tokenizer, self.max_model_len),
+            every=self.config.learner.verify_sync_every,
+            tolerance=tolerance_for(self.config.learner, both_float32),
+            learner_logprobs=group.logprobs,
+            rollout_logprobs=self.rollout.prompt_logprobs,
+        )
 
     def sync_weights(self, version: int | None = None) -> dict:
         """Push the learner's weights to the rollout (as its own version unless given)."""
@@ -240,13 +260,21 @@ class Runtime:
 
 
 class GuardedLearner:
-    """The learner group, with a dead rank or a failed weight sync turned into
-    :class:`RunFailed` (``failures``: the learner package's error types)."""
+    """The learner group, with a dead rank or a failed weight sync turned into :class:`RunFailed`
+    (``failures``: the learner package's error types); every sync is counted by the
+    `SyncVerifier` (checked when due)."""
 
-    def __init__(self, group: Any, rollout: Any, failures: tuple[type[Exception], ...]):
+    def __init__(
+        self,
+        group: Any,
+        rollout: Any,
+        failures: tuple[type[Exception], ...],
+        verifier: SyncVerifier | None = None,
+    ):
         self.group = group
         self.rollout = rollout
         self._failures = (*failures, RayActorError)
+        self.verifier = verifier
 
     def train_step(self, samples: list[Any]) -> dict[str, float]:
         try:
@@ -255,8 +283,29 @@ class GuardedLearner:
             raise RunFailed(f"a learner worker died: {exc}") from exc
 
     def sync(self, version: int | None = None) -> dict:
-        """Send the learner's weights to the rollout group; the report carries the version."""
+        """Send the learner's weights to the rollout group; the report carries the version
+        (and ``verify_mean_abs``, ``verify_max_abs``, ``verify_seconds`` when the check ran)."""
         try:
-            return self.group.sync_weights(self.rollout, version)
+            report = self.group.sync_weights(self.rollout, version)
         except self._failures as exc:
             raise RunFailed(f"weight sync failed: {exc}") from exc
+        except RayTaskError as exc:  # the rollout refused the update or did not load it all
+            raise RunFailed(f"weight sync failed: {_cause(exc)}") from exc
+        if self.verifier is None:
+            return report
+        started = time.perf_counter()
+        try:
+            check = self.verifier.after_sync(int(report["version"]))
+        except self._failures as exc:
+            raise RunFailed(f"the weight-sync check failed, an actor died: {exc}") from exc
+        if check is not None:
+            report.update(check.metrics(), verify_seconds=time.perf_counter() - started)
+            if not check.ok:
+                raise RunFailed(check.message())
+        return report
+
+
+def _cause(exc: RayTaskError) -> str:
+    """The remote exception's own message (a RayTaskError's text is a whole traceback)."""
+    cause = getattr(exc, "cause", None)
+    return f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)

@@ -1,4 +1,5 @@
-"""Driver-side metrics: self-play health, policy version, staleness, phase timings, eval.
+"""Driver-side metrics: self-play health, policy version, staleness, phase timings, eval, the
+prompt budget's events and the weight-sync check.
 
 Recorded with ``ray.util.metrics`` (exported by Ray's per-node metrics agent to Prometheus);
 every name starts with ``azr_``. Actor-side metrics (executor, buffer, rollout, learner) are
@@ -54,6 +55,17 @@ class StepTelemetry:
             "azr_learner_idle_fraction", "Share of wall time the learner was idle."
         )
         self.eval = make.gauge("azr_eval_accuracy", "Greedy CRUXEval accuracy.", ("benchmark",))
+        self.budget = make.counter(
+            "azr_prompt_budget_events_total",
+            "Prompt-budget events: references dropped, induction sources drawn again, buffer "
+            "tasks skipped, proposals rejected as prompt_too_long.",
+            ("task_type", "event"),
+        )
+        self.sync_check = make.gauge(
+            "azr_weight_sync_probe_logprob_diff",
+            "Weight-sync check: |rollout - learner| logprob per probe token (mean, max).",
+            ("stat",),
+        )
 
     def publish(self, record: dict, output: StepOutput) -> None:
         if not self.enabled:
@@ -77,6 +89,11 @@ class StepTelemetry:
                 self.phase.set(value, {"phase": parts[1]})
             elif parts[0] == "eval" and not key.endswith("format_ok"):
                 self.eval.set(value, {"benchmark": parts[1]})
+            elif len(parts) == 3 and parts[1] == "budget" and value > 0:
+                self.budget.inc(value, {"task_type": parts[0], "event": parts[2]})
+            elif key in ("sync/verify_mean_abs", "sync/verify_max_abs"):
+                stat = key.removeprefix("sync/verify_").removesuffix("_abs")
+                self.sync_check.set(value, {"stat": stat})
         self.version.set(record["policy_version"])
         self.step.set(record["step"])
         self.step_seconds.set(record["step_seconds"])

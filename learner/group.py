@@ -276,7 +276,7 @@ class LearnerGroup:
                 silent = ", ".join(sorted(pending.values()))
                 self._broken = f"weight sync timed out waiting for {silent}"
                 raise WeightSyncError(
-                    f"weight sync did not finish within learner.sync_timeout_s={timeout:g}s: "
+                    f"it did not finish within learner.sync_timeout_s={timeout:g}s: "
                     f"no answer from {silent}"
                 )
             name = pending.pop(ready[0])
@@ -284,7 +284,8 @@ class LearnerGroup:
                 answers[name] = ray.get(ready[0])
             except Exception as exc:
                 self._broken = f"weight sync failed on {name}"
-                raise WeightSyncError(f"weight sync failed on {name}: {exc}") from exc
+                cause = getattr(exc, "cause", None) or exc  # a RayTaskError's text is a traceback
+                raise WeightSyncError(f"{name} failed: {type(cause).__name__}: {cause}") from exc
         return [answers[name] for name, _ in receivers]
 
     def _sync_nccl(self, rollout_group: Any, version: int, wire: str) -> tuple[int, int, Any]:

@@ -75,6 +75,8 @@ METRICS = {
         _m("azr_step_seconds", "gauge"),
         _m("azr_learner_idle_fraction", "gauge"),
         _m("azr_eval_accuracy", "gauge"),
+        _m("azr_prompt_budget_events_total", "counter", event=True),
+        _m("azr_weight_sync_probe_logprob_diff", "gauge"),
         # executor_pool/ray_metrics.py
         _m("azr_executor_runs_total", "counter"),
         _m("azr_executor_requests_total", "counter"),
@@ -92,6 +94,7 @@ METRICS = {
         _m("azr_rollout_generated_tokens", "counter"),
         _m("azr_rollout_prompt_tokens", "counter"),
         _m("azr_rollout_requests_in_flight", "gauge"),
+        _m("azr_rollout_prompts_too_long", "counter", event=True),
         _m("azr_rollout_generate_seconds", "histogram"),
         _m("azr_rollout_policy_version", "gauge"),
         # actors/metrics.py EngineStats: vLLM's scheduler stats, from its stat-logger hook
@@ -278,6 +281,17 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 target(gauge("azr_sample_staleness_max"), "staleness max"),
                 target(rate("azr_samples_dropped_stale_total"), "dropped/s"),
             ),
+            panel(
+                "Prompt budget in range",
+                "Prompts kept within max_model_len - max_tokens: references dropped, induction "
+                "sources drawn again, buffer tasks skipped, proposals rejected as "
+                "prompt_too_long; prompts the engines still could not take (should stay 0).",
+                target(
+                    increase("azr_prompt_budget_events_total", "task_type", "event"),
+                    "{{task_type}} {{event}}",
+                ),
+                target(increase("azr_rollout_prompts_too_long"), "engine: prompt too long"),
+            ),
         ],
     ),
     (
@@ -421,6 +435,12 @@ ROWS: list[tuple[str, list[Panel]]] = [
                     "bytes/s while syncing",
                 ),
                 unit="Bps",
+            ),
+            panel(
+                "Sync check: probe logprob difference",
+                "|rollout - learner| logprob per token of the fixed probe after a checked sync "
+                "(mean is what learner.verify_sync_tolerance bounds; the run stops above it).",
+                target(gauge("azr_weight_sync_probe_logprob_diff", "max", "stat"), "{{stat}}"),
             ),
             panel(
                 "Versions",

@@ -6,8 +6,10 @@ test; tests that change weights run last and bump the version monotonically.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,8 @@ from actors.group import RolloutGroup, split_evenly
 from actors.worker_extension import ExpectedReloadGaps
 from azr.config import ModelConfig, RolloutConfig, SamplingConfig, TinyModelConfig
 from azr.models import ensure_model
+from azr.prompts import render_chat, solve_prompt
+from azr.tasks import IDENTITY_TRIPLET, TaskType
 
 pytestmark = pytest.mark.slow
 
@@ -195,15 +199,53 @@ def test_sampled_logprobs_equal_prompt_logprobs_at_temperature_one(group: Rollou
 
 def test_bad_inputs_get_clear_errors_and_change_nothing(group: RolloutGroup):
     actor = group.actors[0]
-    too_long = "x = 1\n" * 3000
-    with pytest.raises(ray.exceptions.RayTaskError, match="prompt 1 has .* tokens"):
-        ray.get(actor.generate.remote([PROMPTS[0], too_long], SamplingConfig(max_tokens=2)))
     with pytest.raises(ray.exceptions.RayTaskError, match="not a dict"):
         ray.get(actor.update_weights.remote([ray.put(["not", "a", "bucket"])], 1))
     assert ray.get(actor.policy_version.remote()) == 0
-    # The engine still serves after the rejected calls.
+    # The engine still serves after the rejected call.
     generated = ray.get(actor.generate.remote([PROMPTS[0]], SamplingConfig(max_tokens=2, seed=0)))
     assert len(generated[0].completions[0].token_ids) >= 1
+
+
+def test_a_prompt_the_engine_cannot_take_gets_empty_completions_not_an_error(group: RolloutGroup):
+    """Generation never raises for length: the too-long prompt is skipped, the rest served."""
+    too_long = "x = 1\n" * 3000
+    sampling = SamplingConfig(n=2, max_tokens=2, seed=0)
+    short, skipped = ray.get(group.actors[0].generate.remote([PROMPTS[0], too_long], sampling))
+    assert len(skipped.prompt_token_ids) >= 2048
+    assert [c.finish_reason for c in skipped.completions] == ["prompt_too_long"] * 2
+    assert all(c.token_ids == [] and c.logprobs == [] for c in skipped.completions)
+    assert all(len(c.token_ids) >= 1 for c in short.completions)
+    # Seeds stay those of the prompt's place in the batch.
+    alone = ray.get(group.actors[0].generate.remote([PROMPTS[0]], sampling))[0]
+    assert [c.token_ids for c in alone.completions] == [c.token_ids for c in short.completions]
+
+
+def test_engines_stop_at_eos_and_the_chat_templates_end_of_turn(group: RolloutGroup, tokenizer):
+    infos = group.infos()
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert all(i["stop_token_ids"] == [im_end] for i in infos)  # tiny: EOS is the end-of-turn
+    assert all(i["max_model_len"] == 2048 and i["dtype"] == "torch.float32" for i in infos)
+
+
+def test_an_update_that_does_not_match_the_model_is_refused_before_loading(
+    group: RolloutGroup, hf_model, tokenizer
+):
+    actor = group.actors[0]
+    ids = tokenizer(PROMPTS[3])["input_ids"]
+    before = ray.get(actor.prompt_logprobs.remote([ids]))[0]
+    state = perturbed_state(hf_model, seed=3)
+    missing = {n: t for n, t in state.items() if n != "model.layers.1.mlp.down_proj.weight"}
+    misnamed = {(n + "s" if n == "model.norm.weight" else n): t for n, t in state.items()}
+    cases = [
+        (missing, r"missing 1: model.layers.1.mlp.down_proj.weight"),
+        (misnamed, r"missing 1: model.norm.weight; not in the model 1: model.norm.weights"),
+    ]
+    for update, message in cases:
+        with pytest.raises(ray.exceptions.RayTaskError, match=message):
+            ray.get(actor.update_weights.remote(buckets(update, 2), 1))
+    assert ray.get(actor.policy_version.remote()) == 0
+    assert ray.get(actor.prompt_logprobs.remote([ids]))[0] == before  # nothing was loaded
 
 
 def test_update_weights_in_place_and_versioned(group: RolloutGroup, hf_model, tokenizer):
@@ -215,7 +257,10 @@ def test_update_weights_in_place_and_versioned(group: RolloutGroup, hf_model, to
     state = perturbed_state(hf_model, seed=1)
     reports = group.update_weights(buckets(state, 3), version=1)
     assert [r["version"] for r in reports] == [1, 1]
+    # What vLLM's weight loaders took: every tensor, every element (qkv and gate_up fused).
     assert all(r["tensors"] == len(state) for r in reports)
+    assert all(r["elements_loaded"] == sum(t.numel() for t in state.values()) for r in reports)
+    assert all(0 < r["parameters_loaded"] < len(state) for r in reports)
     assert group.policy_versions() == [1, 1]
 
     want = hf_logprobs(hf_model, state, ids)
@@ -246,3 +291,82 @@ def test_long_prompt_after_update_does_not_reuse_stale_kv(group: RolloutGroup, h
     sequence = generation.prompt_token_ids + completion.token_ids
     want = hf_logprobs(hf_model, state, sequence)[-len(completion.token_ids) :]
     assert completion.logprobs == pytest.approx(want, abs=1e-4)
+
+
+def test_layers_vllm_did_not_load_fail_the_reload(group: RolloutGroup, hf_model, tokenizer):
+    """Past the name check (as on a path without it): vLLM keeps a layer it got nothing for and
+    half-builds a fused layer missing a shard; the reload names both and fails. A full update
+    afterwards repairs the engine."""
+    actor = group.actors[1]
+    state = perturbed_state(hf_model, seed=4)
+    dropped = ("model.norm.weight", "model.layers.0.self_attn.v_proj.weight")
+    partial = [(n, t) for n, t in state.items() if n not in dropped]
+
+    def reload_directly(engine, tensors):
+        return engine.llm.collective_rpc("azr_reload_weights", args=(iter(tensors),))[0]
+
+    with pytest.raises(ray.exceptions.RayTaskError) as info:
+        ray.get(actor.__ray_call__.remote(reload_directly, partial))
+    message = str(info.value)
+    assert "did not load 2 layer(s)" in message
+    assert "model.norm (RMSNorm): 0 of" in message
+    assert "model.layers.0.self_attn.qkv_proj (QKVParallelLinear)" in message
+
+    version = ray.get(actor.policy_version.remote()) + 1
+    ray.get(actor.update_weights.remote(buckets(state, 2), version))
+    ids = tokenizer(PROMPTS[3])["input_ids"]
+    after = ray.get(actor.prompt_logprobs.remote([ids]))[0]
+    assert after == pytest.approx(hf_logprobs(hf_model, state, ids), abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def base_layout_model(tmp_path_factory) -> Path:
+    """The warm-started tiny model (it ends its turns with <|im_end|>) re-labelled as a base
+    checkpoint: EOS <|endoftext|> in the tokenizer, config and generation config, while the
+    chat template still ends a turn with <|im_end|> (Qwen2.5 base models look like this)."""
+    source = ensure_model(ModelConfig())
+    target = tmp_path_factory.mktemp("base-layout") / "model"
+    shutil.copytree(source, target)
+    tokenizer_config = json.loads((target / "tokenizer_config.json").read_text())
+    tokenizer_config["eos_token"] = "<|endoftext|>"
+    (target / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    from transformers import AutoTokenizer
+
+    eos = AutoTokenizer.from_pretrained(target).convert_tokens_to_ids("<|endoftext|>")
+    for name in ("config.json", "generation_config.json"):
+        data = json.loads((target / name).read_text())
+        data["eos_token_id"] = eos
+        (target / name).write_text(json.dumps(data))
+    return target
+
+
+def test_generation_stops_at_the_chat_templates_end_of_turn(group, base_layout_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_layout_model)
+    eos, im_end = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
+    assert tokenizer.eos_token_id == eos != im_end
+    config = RolloutConfig(
+        device="cpu",
+        dtype="float32",
+        kv_cache_memory_bytes=32 << 20,
+        max_model_len=1024,
+        num_cpus=0,
+    )
+    engine = RolloutGroup(str(base_layout_model), config)
+    try:
+        assert engine.infos()[0]["stop_token_ids"] == sorted([eos, im_end])
+        prompts = [
+            render_chat(tokenizer, solve_prompt(task, IDENTITY_TRIPLET))
+            for task in (TaskType.DEDUCTION, TaskType.ABDUCTION)
+        ]
+        sampling = SamplingConfig(n=2, temperature=1.0, max_tokens=300, seed=0)
+        completions = [c for g in engine.generate(prompts, sampling) for c in g.completions]
+    finally:
+        engine.shutdown()
+    # The warm-started model ends its answers with <|im_end|>: each completion stops there.
+    for completion in completions:
+        assert completion.finish_reason == "stop"
+        assert completion.token_ids[-1] == im_end
+        assert im_end not in completion.token_ids[:-1] and eos not in completion.token_ids
+        assert completion.text.rstrip().endswith("</answer>")

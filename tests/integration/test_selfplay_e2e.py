@@ -10,7 +10,12 @@ import pytest
 import yaml
 
 from azr.config import load_config
+from azr.cruxeval import load_cruxeval
+from azr.step_metrics import BUDGET_EVENTS
+from azr.tasks import TaskType
+from buffer_service.buffers import TaskBuffers
 from driver.loop import claim_run_dir, train
+from driver.runtime import BufferClient
 
 pytestmark = pytest.mark.slow
 
@@ -108,3 +113,39 @@ def test_a_new_run_never_reuses_an_earlier_runs_directory(tmp_path):
     claimed = claim_run_dir(config)
     assert claimed.run_name == "tiny-3" and claimed.run_dir == tmp_path / "tiny-3"
     assert claimed.selfplay == config.selfplay  # only the name changes
+
+
+def test_prompts_fit_a_small_max_model_len_by_construction(tmp_path):
+    """max_model_len 1024 with K = 6: proposer prompts with six CRUXEval references run past
+    the 768-token proposer budget (1024 − 256), and the 270-token solver budget (1024 − 754)
+    is too small for the longest CRUXEval tasks in the buffers. Three steps run without an
+    exception; references are dropped, over-long buffer tasks kept out, and every step says
+    how many. (`prompt_too_long` rejections of new proposals: tests/unit/test_selfplay_step.py,
+    the tiny model's own proposals are all short.)"""
+    rows = sorted(load_cruxeval(), key=lambda r: len(r.code) + len(r.input) + len(r.output))
+    triplets = [row.triplet for row in rows[:30] + rows[-10:]]
+    buffer_dir = tmp_path / "buffer"
+    buffers = TaskBuffers(buffer_dir, seed=0)
+    for task in (TaskType.DEDUCTION, TaskType.ABDUCTION):
+        assert BufferClient.local(buffers).add(task, triplets) == 40
+    buffers.close()
+    config = _config(
+        tmp_path,
+        "budget",
+        "selfplay.steps=3",
+        "selfplay.eval_every=0",
+        "selfplay.num_references=6",
+        "rollout.max_model_len=1024",
+        "rollout.solve.max_tokens=754",
+        f"buffer.dir={buffer_dir}",
+    )
+    summary = train(config)
+    records = _records(config)
+    assert summary["steps"] == 3 and [r["step"] for r in records] == [1, 2, 3]
+    tasks = ("deduction", "abduction", "induction")
+    for record in records:
+        assert {f"{t}/budget/{e}" for t in tasks for e in BUDGET_EVENTS} <= record.keys()
+        assert record["deduction/budget/references_dropped"] > 0
+        assert record["abduction/budget/references_dropped"] > 0
+    skipped = sum(r[f"{t}/budget/buffer_tasks_too_long"] for r in records for t in tasks)
+    assert skipped > 0

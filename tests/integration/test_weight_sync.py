@@ -15,8 +15,10 @@ from actors.group import RolloutGroup
 from azr.config import LearnerConfig, ModelConfig, RolloutConfig, SamplingConfig, TinyModelConfig
 from azr.models import ensure_model
 from azr.tasks import TrainSample
+from driver.runtime import GuardedLearner, RunFailed
+from driver.sync_check import SyncVerifier, probe_token_ids
 from learner.checkpoint import load_hf_weights
-from learner.group import LearnerGroup
+from learner.group import LearnerDiedError, LearnerGroup, WeightSyncError
 from learner.weight_buckets import split_into_buckets, tensor_bytes
 
 REPO = REPO_ROOT
@@ -96,6 +98,7 @@ def test_sync_makes_rollout_logprobs_equal_the_learner(rollout, learner, tiny_mo
     assert result["buckets"] == len(expected) > 1
     assert result["bytes"] == sum(tensor_bytes(t) for t in state.values())
     assert result["rollout"][0]["tensors"] == len(state)
+    assert result["rollout"][0]["elements_loaded"] == sum(t.numel() for t in state.values())
     assert result["gbps"] > 0
 
     with pytest.raises(ValueError, match="not newer"):
@@ -147,3 +150,84 @@ def test_sync_buckets_hold_exactly_the_checkpoint_weights(learner, tmp_path):
     for name, tensor in saved.items():
         assert sent[name].dtype == torch.bfloat16
         assert torch.equal(sent[name], tensor.to(torch.bfloat16)), name
+
+
+# ---------------------------------------------------------------- a bad sync stops the run
+
+
+class AlteredTransport:
+    """The real rollout group, reached through a transport that changes the update on its way:
+    the stand-in for a learner-side bug (a renamed or dropped parameter, tensors swapped).
+    Learner, engines, loading and checks are all real."""
+
+    def __init__(self, group: RolloutGroup, change):
+        self.group = group
+        self.change = change
+
+    @property
+    def actors(self):
+        return self.group.actors
+
+    @property
+    def weight_dtype(self) -> str:
+        return self.group.weight_dtype
+
+    def start_update(self, bucket_refs, version):
+        state = {name: t for bucket in ray.get(list(bucket_refs)) for name, t in bucket.items()}
+        return self.group.start_update([ray.put(self.change(state))], version)
+
+    def prompt_logprobs(self, token_ids):
+        return self.group.prompt_logprobs(token_ids)
+
+
+def run_sync(rollout, learner, tiny_model, change) -> dict:
+    """One sync through the driver's guarded path (`GuardedLearner.sync`, checked at once)."""
+    from transformers import AutoTokenizer
+
+    transport = AlteredTransport(rollout, change)
+    probe = probe_token_ids(AutoTokenizer.from_pretrained(tiny_model), max_model_len=512)
+    verifier = SyncVerifier(probe, 1, 1e-3, learner.logprobs, transport.prompt_logprobs)
+    guarded = GuardedLearner(learner, transport, (LearnerDiedError, WeightSyncError), verifier)
+    learner.train_step(fixed_batch(seed=9, vocab=learner.vocab_size))  # weights worth sending
+    return guarded.sync(max(rollout.policy_versions()) + 1)
+
+
+def renamed(state: dict) -> dict:
+    return {(n + "s" if n == "model.norm.weight" else n): t for n, t in state.items()}
+
+
+def dropped(state: dict) -> dict:
+    return {n: t for n, t in state.items() if n != "model.layers.0.mlp.down_proj.weight"}
+
+
+def swapped(state: dict) -> dict:
+    a, b = "model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"
+    return {**state, a: state[b], b: state[a]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (renamed, r"missing 1: model.norm.weight; not in the model 1: model.norm.weights"),
+        (dropped, r"missing 1: model.layers.0.mlp.down_proj.weight"),
+    ],
+    ids=["misnamed", "missing"],
+)
+def test_a_misnamed_or_missing_parameter_stops_the_run(
+    rollout, learner, tiny_model, change, message
+):
+    served = rollout.policy_versions()
+    with pytest.raises(RunFailed, match=r"weight sync failed: WeightSyncError: .*" + message):
+        run_sync(rollout, learner, tiny_model, change)
+    assert rollout.policy_versions() == served  # refused before loading: nothing changed
+
+
+@pytest.mark.slow
+def test_weights_loaded_into_the_wrong_layers_fail_the_probe_check(rollout, learner, tiny_model):
+    """Names and shapes right, every layer loaded: only the probe comparison sees it."""
+    with pytest.raises(RunFailed, match=r"is wrong: rollout engine 0's logprobs differ") as info:
+        run_sync(rollout, learner, tiny_model, swapped)
+    assert "tolerance 0.001" in str(info.value)
+    report = run_sync(rollout, learner, tiny_model, lambda state: state)  # a correct sync
+    assert report["verify_mean_abs"] < 1e-4 and report["verify_max_abs"] < 1e-3

@@ -168,3 +168,33 @@ def test_engine_arguments_per_device():
     assert "distributed_executor_backend" not in cpu
     forced = rollout.model_copy(update={"enforce_eager": True})
     assert engine_arguments(forced, "cuda", None)["enforce_eager"] is True
+
+
+def test_solve_weight_is_removed_and_zero_is_refused(caplog: pytest.LogCaptureFixture):
+    """Per-(task, role) normalisation cancels a factor on the solve rewards; 0 silenced the
+    solver's advantages. The old default still loads (with a warning); any other value fails."""
+    for value in (0, 0.5):
+        with pytest.raises(ConfigError, match=r"selfplay: .*solve_weight=.*was removed"):
+            load_config(overrides=[f"selfplay.solve_weight={value}"])
+    with caplog.at_level("WARNING", logger="azr.config"):
+        config = load_config(overrides=["selfplay.solve_weight=1.0"])
+    assert "selfplay.solve_weight has no effect" in caplog.text
+    assert "solve_weight" not in dump_config(config)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("rollout.solve.n=2", "rollout.solve.n must be 1"),
+        ("rollout.eval.n=3", "rollout.eval.n must be 1"),
+        ("rollout.propose.max_tokens=2048", r"rollout.propose.max_tokens \(2048\) leaves no room"),
+        ("rollout.max_model_len=256", r"rollout.propose.max_tokens \(256\) leaves no room"),
+    ],
+)
+def test_sampling_that_cannot_work_fails_at_load(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+
+
+def test_propose_n_above_one_loads():
+    assert load_config(overrides=["rollout.propose.n=4"]).rollout.propose.n == 4
