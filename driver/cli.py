@@ -16,7 +16,7 @@ from importlib.metadata import version as package_version
 from azr.config import ConfigError, dump_config, load_config
 
 # Subcommand modules beyond `config` and `version`, registered in this order.
-SUBCOMMAND_MODULES = ["executor_pool.cli", "driver.train_cli"]
+SUBCOMMAND_MODULES = ["executor_pool.cli", "driver.train_cli", "driver.eval_cli"]
 
 
 def azr_version() -> str:

@@ -53,7 +53,9 @@ class StepTelemetry:
         self.idle = make.gauge(
             "azr_learner_idle_fraction", "Share of wall time the learner was idle."
         )
-        self.eval = make.gauge("azr_eval_accuracy", "Greedy CRUXEval accuracy.", ("benchmark",))
+        self.eval = make.gauge(
+            "azr_eval_accuracy", "pass@1 of the periodic evaluation per benchmark.", ("benchmark",)
+        )
 
     def publish(self, record: dict, output: StepOutput) -> None:
         if not self.enabled:

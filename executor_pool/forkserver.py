@@ -37,12 +37,17 @@ Wire protocol (newline-delimited JSON, UTF-8, one object per line)
         {"id": ID, "op": "validate", "program": str, "inputs": [str, ...], "timeout": float}
         {"id": ID, "op": "run", "program": str, "inputs": [str, ...], "timeout": float,
          "keep_going": bool}
+        {"id": ID, "op": "check", "program": str, "test": str, "entry_point": str,
+         "timeout": float}
         {"id": ID, "op": "ping"}
     server -> client, one line per request, in completion order (match on ID):
         {"id": ID, "status": STATUS, "results": [[STATUS, REPR_OR_NULL], ...], "wall_s": float}
     ``validate`` runs A (two calls per input) and B (one call); ``run`` runs one child, one call
     per input (scoring), stopping at the first failure unless ``keep_going``. ``timeout`` is per
-    call. The request STATUS is the first non-"ok" per-input status, else "ok". REPR is the
+    call. ``check`` runs one child: the program, then the test in its namespace, then
+    ``check(<entry_point>)`` if the test defines ``check``; one result, its status "ok" or the
+    one that failed it (``bad_test:<Type>``: the test does not compile); ``timeout`` bounds the
+    whole check. The request STATUS is the first non-"ok" per-input status, else "ok". REPR is the
     canonical repr of the output (see ``program_runner.canonical_repr``). Per-input STATUS values: ok,
     timeout, memory, exception:<Type>, nondeterministic, output_too_large, non_literal_output,
     non_literal_input, no_entry, crash:<how>, skipped (not run after an earlier failure);
@@ -153,7 +158,14 @@ def front_main(args: dict) -> None:
     for name, seed, offset in (("a", seed_a, 0), ("b", seed_b, slots)):
         uids = [] if uid_base is None else [uid_base + offset + s for s in range(slots)]
         zygote_args = json.dumps(
-            {"preload": args["preload"], "uids": uids, "slots": slots, "workroot": workroot}
+            {
+                "preload": args["preload"],
+                "site_preload": args["site_preload"],
+                "site_path": args["site_path"],
+                "uids": uids,
+                "slots": slots,
+                "workroot": workroot,
+            }
         )
         process = subprocess.Popen(
             [sys.executable, "-s", "-S", "-P", os.path.abspath(__file__), "--zygote", zygote_args],
@@ -219,6 +231,13 @@ def front_main(args: dict) -> None:
         message = request.message
         timeout = min(float(message.get("timeout", args["timeout"])), args["max_timeout"])
         plan = [("a", 2), ("b", 1)] if message["op"] == "validate" else [("a", 1)]
+        extra = {}
+        if message["op"] == "check":
+            # One result (the check); its one "input" only sizes the zygote's bookkeeping.
+            extra = {
+                "inputs": [""],
+                "check": {"test": message["test"], "entry_point": message["entry_point"]},
+            }
         for name, repeat in plan:
             job_counter[0] += 1
             job = job_counter[0]
@@ -227,13 +246,14 @@ def front_main(args: dict) -> None:
             send(name, {
                 "job": job,
                 "program": message["program"],
-                "inputs": message["inputs"],
+                "inputs": message.get("inputs", []),
                 "repeat": repeat,
                 "timeout": timeout,
                 "keep_going": bool(message.get("keep_going", False)) and repeat == 1,
                 "memory_mb": args["memory_mb"],
                 "max_output_chars": args["max_output_chars"],
                 "workdir": os.path.join(workroot, f"{name}{job}"),
+                **extra,
             })  # fmt: skip
 
     def accept(line: bytes) -> None:
@@ -248,13 +268,26 @@ def front_main(args: dict) -> None:
             reply({"id": request_id, "status": "ok", "results": []})
             return
         ok = (
-            op in ("validate", "run")
+            op in ("validate", "run", "check")
             and isinstance(message.get("program"), str)
             and len(message["program"]) <= args["max_program_chars"]
-            and isinstance(message.get("inputs"), list)
-            and all(isinstance(text, str) for text in message["inputs"])
             and isinstance(message.get("timeout", 1.0), (int, float))
         )
+        if op == "check":
+            entry = message.get("entry_point")
+            ok = (
+                ok
+                and isinstance(message.get("test"), str)
+                and len(message["program"]) + len(message["test"]) <= args["max_program_chars"]
+                and isinstance(entry, str)
+                and entry.isidentifier()
+            )
+        else:
+            ok = (
+                ok
+                and isinstance(message.get("inputs"), list)
+                and all(isinstance(text, str) for text in message["inputs"])
+            )
         if not ok:
             reply({"id": request_id, "status": "bad_request", "results": []})
             return
@@ -309,6 +342,15 @@ def _parse_cli(argv: list[str]) -> dict:
     parser.add_argument("--uid-lock-dir", default="/tmp/azr-forkserver-uids")
     parser.add_argument(
         "--preload", default=_zygote.DEFAULT_PRELOAD, help="modules the zygotes import"
+    )
+    parser.add_argument(
+        "--site-preload", default="", help="third-party modules the zygotes import as well"
+    )
+    parser.add_argument(
+        "--site-path",
+        default="",
+        help="where --site-preload modules live (os.pathsep-separated; default: the "
+        "interpreter's site-packages)",
     )
     return vars(parser.parse_args(argv))
 

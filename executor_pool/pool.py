@@ -18,8 +18,10 @@ All Ray bookkeeping runs on one dispatcher thread (``Dispatcher`` in dispatcher.
 ``Membership`` in membership.py), so the public methods are thread-safe and usable from
 plain code and from asyncio:
 
-- ``validate_many`` / ``score_many`` block and return the results (``azr.tasks.Executor``).
-- ``submit_validate`` / ``submit_score`` return a ``concurrent.futures.Future`` at once,
+- ``validate_many`` / ``score_many`` block and return the results (``azr.tasks.Executor``);
+  ``check_many`` runs evaluation programs against their tests (``azr.tasks.ProgramChecker``).
+- ``submit_validate`` / ``submit_score`` / ``submit_check`` return a
+  ``concurrent.futures.Future`` at once,
   so callers can stream work in while earlier batches run.
 - ``validate_many_async`` / ``score_many_async`` are coroutines (awaitables) for event loops.
 """
@@ -33,7 +35,7 @@ from concurrent.futures import Future
 from typing import Any, Literal
 
 from azr.config import ExecutorConfig
-from azr.tasks import ScoreRequest, ScoreResult, ValidateRequest, ValidationResult
+from azr.tasks import CheckRequest, ScoreRequest, ScoreResult, ValidateRequest, ValidationResult
 from executor_pool.dispatcher import Dispatcher, ExecutorPoolError
 from executor_pool.membership import MemberInfo
 
@@ -82,6 +84,10 @@ class ExecutorPool:
         """Score answers; results in request order. Blocks: use the async form in a loop."""
         return self.submit_score(requests).result()
 
+    def check_many(self, requests: Sequence[CheckRequest]) -> list[ScoreResult]:
+        """Run programs against their tests (``azr.tasks.ProgramChecker``); request order."""
+        return self.submit_check(requests).result()
+
     # -- non-blocking API ------------------------------------------------------------------
 
     def submit_validate(
@@ -96,6 +102,11 @@ class ExecutorPool:
         """Queue a scoring batch (see ``submit_validate``)."""
         _check_types(requests, ScoreRequest)
         return self._dispatcher.submit("score", list(requests))
+
+    def submit_check(self, requests: Sequence[CheckRequest]) -> Future[list[ScoreResult]]:
+        """Queue a batch of programs and their tests (see ``submit_validate``)."""
+        _check_types(requests, CheckRequest)
+        return self._dispatcher.submit("check", list(requests))
 
     async def validate_many_async(
         self, requests: Sequence[ValidateRequest]

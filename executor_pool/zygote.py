@@ -8,7 +8,8 @@ imports this file from its own directory; the two ship side by side with ``progr
 - read jobs (one JSON object per line) on stdin, queue them per slot;
 - compile the program and parse its inputs before forking (pure: nothing of it runs);
 - fork a child per job that isolates itself (new session, rlimits, chroot, slot uid) and
-  runs the program (``program_runner.run_program``), reporting one JSON line per input;
+  runs the program (``program_runner.run_program``), reporting one JSON line per input, or
+  a program and its tests (``program_runner.run_check``, a check job: one result line);
 - enforce the per-call wall clock, kill the child's process group and sweep every process of
   the slot uid (the zygote is their subreaper), reply ``{"job", "results"}`` on stdout.
 """
@@ -83,7 +84,7 @@ def _child_main(job: dict, out_fd: int, isolation: dict, devnull: int) -> None:
     except BaseException:
         os._exit(71)  # the zygote reports crash:setup; never run without the sandbox
     try:
-        _runner.run_program(job, 3)
+        (_runner.run_check if job.get("check") else _runner.run_program)(job, 3)
     except BaseException:
         code = 72
     os._exit(code)
@@ -102,6 +103,29 @@ def _child_limits(job: dict) -> list[tuple[int, int]]:
     if job["uid"] is not None:
         limits.append((_RESOURCE.RLIMIT_NPROC, 8))  # per real uid: only this slot's processes
     return limits
+
+
+def _import_site_modules(names: str, path: str) -> None:
+    """Import third-party modules (``names``, comma-separated) from ``path`` (os.pathsep-
+    separated; default: this interpreter's site-packages), which is on ``sys.path`` only while
+    they import: a program can use them, and nothing else from there."""
+    modules = [name for name in names.split(",") if name]
+    if not modules:
+        return
+    if path:
+        dirs = path.split(os.pathsep)
+    else:
+        import site
+
+        dirs = site.getsitepackages()
+    added = [d for d in dirs if d and d not in sys.path]
+    sys.path.extend(added)
+    try:
+        for name in modules:
+            __import__(name)
+    finally:
+        for d in added:
+            sys.path.remove(d)
 
 
 # ----------------------------------------------------------------------------- zygote
@@ -243,6 +267,7 @@ def zygote_main(args: dict) -> None:
     for name in args["preload"].split(","):
         if name:
             __import__(name)
+    _import_site_modules(args.get("site_preload", ""), args.get("site_path", ""))
     builtins.exit = builtins.quit = _quitter  # -S leaves them out; keep exit() an exception
     gc.collect()
     gc.freeze()  # children never scan (and so never copy-on-write) the zygote's objects
