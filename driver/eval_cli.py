@@ -92,8 +92,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _eval(args: argparse.Namespace) -> int:
     argv = list(args.argv)
     if argv and argv[0] == "score":
-        return _score(score_parser().parse_args(argv[1:]))
-    return _models(models_parser().parse_args(argv))
+        return _score(score_parser().parse_intermixed_args(argv[1:]))
+    return _models(models_parser().parse_intermixed_args(argv))
 
 
 def _models(args: argparse.Namespace) -> int:
