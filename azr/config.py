@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +34,8 @@ DEFAULT_BANNED_MODULES = [
     "hashlib", "hmac", "uuid", "pickle", "marshal", "sqlite3", "resource", "io", "faulthandler",
     "inspect", "code", "codeop", "pty", "fcntl", "mmap", "select", "selectors", "atexit",
 ]  # fmt: skip
+EVAL_BENCHMARKS = ("cruxeval-o", "cruxeval-i", "humaneval")
+"""The benchmarks `azr eval` knows by name (files: code:FILE.jsonl, math:FILE.jsonl)."""
 DEFAULT_BANNED_BUILTINS = [
     "__import__", "eval", "exec", "compile", "open", "input", "breakpoint", "globals", "locals",
     "vars", "getattr", "setattr", "delattr", "memoryview", "help", "exit", "quit",
@@ -140,7 +149,8 @@ class RolloutConfig(Section):
     solve: SamplingConfig = SamplingConfig(temperature=1.0, max_tokens=1024)
     """Sampling of solver generations, Monte-Carlo samples included (temperature 1.0 per AZR_SPEC)."""
     eval: SamplingConfig = SamplingConfig(temperature=0.0, max_tokens=1024)
-    """Sampling of the CRUXEval evaluation (greedy)."""
+    """Sampling of evaluations (greedy): the loop's periodic one, and `azr eval` unless its
+    --samples/--temperature/--max-tokens say otherwise."""
 
     @property
     def reserved_cpus(self) -> float:
@@ -189,6 +199,14 @@ class ExecutorConfig(Section):
     """Longest input / literal answer text accepted before parsing."""
     max_program_chars: int = Field(20000, ge=64)
     """Longest program source accepted before parsing."""
+    max_check_chars: int = Field(2_000_000, ge=20000)
+    """Longest program + test of an evaluation check (`azr eval`'s code benchmarks: HumanEval+
+    tests embed their inputs); a longer one fails as `check_too_large` without running."""
+    sandbox_modules: list[str] = Field(default_factory=list)
+    """Third-party modules the sandbox imports before it forks (from the interpreter's
+    site-packages; on the docker backend the image must have them): isolated programs can
+    import nothing else from outside the standard library. `azr eval` adds `math_verify`
+    for math benchmarks; self-play needs none."""
     banned_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_BANNED_MODULES))
     """Modules a program may not import (checked on the AST, dotted imports included)."""
     banned_builtins: list[str] = Field(default_factory=lambda: list(DEFAULT_BANNED_BUILTINS))
@@ -350,12 +368,30 @@ class SelfPlayConfig(Section):
     max_staleness: int = Field(1, ge=0)
     """η: in async mode, samples more than η policy versions old are not admitted."""
     eval_every: int = Field(10, ge=0)
-    """Run the greedy CRUXEval-I/O check every this many steps (0 = never)."""
-    eval_size: int = Field(64, ge=1)
-    """Triplets of the CRUXEval subset used by the check."""
+    """Run the periodic evaluation every this many steps (0 = never): pass@1 with the
+    `rollout.eval` sampling on `eval_benchmarks`, by the same code as `azr eval`; its figures go
+    to metrics.jsonl (`eval/<benchmark>`) and its files to `<run dir>/eval/step_<N>/`."""
+    eval_size: int | None = Field(64, ge=1)
+    """Problems per benchmark in the periodic evaluation: the first ones (CRUXEval's held-out
+    half comes first); None = all."""
+    eval_benchmarks: list[str] = Field(default_factory=lambda: ["cruxeval-o", "cruxeval-i"])
+    """Benchmarks of the periodic evaluation, named as for `azr eval --benchmarks`:
+    cruxeval-o, cruxeval-i, humaneval, code:FILE.jsonl, math:FILE.jsonl."""
     eval_data: str | None = None
-    """CRUXEval JSONL file (id, code, input, output); None = the repo's own
-    `data/cruxeval/cruxeval.jsonl`."""
+    """CRUXEval JSONL file (id, code, input, output) of cruxeval-o/-i, here and in `azr eval`;
+    None = the repo's own `data/cruxeval/cruxeval.jsonl`."""
+
+    @field_validator("eval_benchmarks")
+    @classmethod
+    def _known_benchmarks(cls, names: list[str]) -> list[str]:
+        for name in names:
+            kind, sep, path = name.partition(":")
+            if name not in EVAL_BENCHMARKS and not (sep and kind in ("code", "math") and path):
+                raise ValueError(
+                    f"unknown benchmark {name!r}: expected one of {', '.join(EVAL_BENCHMARKS)}, "
+                    "code:FILE.jsonl or math:FILE.jsonl"
+                )
+        return names
 
 
 class MetricsConfig(Section):

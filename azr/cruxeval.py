@@ -52,9 +52,22 @@ def resolve_data_path(path: str | Path | None) -> Path:
 
 
 def load_cruxeval(path: str | Path | None = None) -> list[CruxEvalRow]:
-    """Every row of a CRUXEval JSONL file (the bundled one by default), in file order."""
+    """Every row of a CRUXEval JSONL file (the bundled one by default), in file order; the
+    first bad line raises `CruxEvalFormatError` naming it."""
+    rows, errors = read_cruxeval(path)
+    if errors:
+        raise CruxEvalFormatError(": ".join(errors[0]))
+    return rows
+
+
+def read_cruxeval(
+    path: str | Path | None = None,
+) -> tuple[list[CruxEvalRow], list[tuple[str, str]]]:
+    """The good rows of a CRUXEval JSONL file in file order, and a (``FILE:LINE``, why) pair
+    per bad line (evaluation goes on without them). A file that cannot be read raises."""
     path = resolve_data_path(path)
-    rows = []
+    rows: list[CruxEvalRow] = []
+    errors: list[tuple[str, str]] = []
     try:
         handle = path.open()
     except OSError as exc:
@@ -73,11 +86,12 @@ def load_cruxeval(path: str | Path | None = None) -> list[CruxEvalRow]:
                 )
                 row.number  # noqa: B018 -- the id must carry its number (split rule)
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise CruxEvalFormatError(
-                    f"{path}:{number}: not a CRUXEval row ({type(exc).__name__}: {exc})"
-                ) from None
+                errors.append(
+                    (f"{path}:{number}", f"not a CRUXEval row ({type(exc).__name__}: {exc})")
+                )
+                continue
             rows.append(row)
-    return rows
+    return rows, errors
 
 
 def split_rows(rows: list[CruxEvalRow]) -> tuple[list[CruxEvalRow], list[CruxEvalRow]]:

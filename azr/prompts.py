@@ -2,7 +2,8 @@
 
 One builder per combination (``propose_deduction_prompt`` ... ``solve_induction_prompt``), each
 explicit about what its prompt shows; :func:`solve_prompt` builds a solver prompt from a buffer
-task; :func:`render_chat` wraps the user message in the tokenizer's chat template. Invariants:
+task (evaluation asks CRUXEval with it too; :func:`solve_code_prompt` and :func:`solve_math_prompt`
+ask the code and math benchmarks in the same answer format); :func:`render_chat` wraps the user message in the tokenizer's chat template. Invariants:
 every prompt ends with the exact output format :mod:`azr.parsing` enforces, and
 ``parse_response(format_response(...))`` returns the same (normalised) blocks. The wording is
 this project's own (docs/selfplay.md).
@@ -227,6 +228,29 @@ def solve_induction_prompt(visible: Sequence[tuple[str, str]], message: str) -> 
         f"## Hint\n{message}\n\n## Examples\n{pairs}\n\n"
         "The program must be deterministic, print nothing and do no I/O; helper functions "
         "may be defined before `f`.\n\n" + _format_section([("python", "def f(...):\n    ...")])
+    )
+
+
+def solve_code_prompt(code_prompt: str) -> str:
+    """Evaluation (HumanEval, EvalPlus files): complete a function from its signature and
+    docstring. The answer is one python block, read like an induction answer."""
+    return (
+        "Complete the Python function below so that it does what its docstring says. Write "
+        "the whole function, with any imports and helper functions it needs.\n\n"
+        f"{_fence('python', code_prompt.strip(chr(10)))}\n\n"
+        + _format_section([("python", "the complete function")])
+    )
+
+
+def solve_math_prompt(problem: str) -> str:
+    """Evaluation (math files): solve a problem; the final answer goes in the answer block."""
+    return (
+        "Solve the following math problem.\n\n"
+        f"{problem.strip()}\n\n"
+        "## Answer format\n"
+        "Reason step by step inside <think> </think>, then give only the final answer inside "
+        "<answer> </answer>, in LaTeX as \\boxed{...}:\n"
+        "<think> your reasoning </think>\n<answer> \\boxed{your final answer} </answer>"
     )
 
 

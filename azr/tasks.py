@@ -102,12 +102,34 @@ class ScoreRequest(_Frozen):
     """Induction: the hidden (input, output) pairs the answer program must reproduce."""
 
 
+class CheckRequest(_Frozen):
+    """A program and its tests (HumanEval style), run together in the sandbox.
+
+    The sandbox runs ``program``, then ``test`` in the same namespace, then, when ``test``
+    defined a function ``check``, calls ``check(<entry_point>)``. It passes when all of that
+    returns without raising; the result is a `ScoreResult` (accuracy 1 or 0, and the status
+    that failed it: ``exception:AssertionError``, ``timeout``, ``no_entry`` ...). Unlike the
+    literal answers of self-play, both texts are arbitrary code: only the sandbox runs them.
+    """
+
+    program: str
+    test: str
+    entry_point: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)
+    """Name of the function under test, defined by ``program``."""
+
+
 class Executor(Protocol):
     """The environment: validates proposals and scores answers, results in request order."""
 
     def validate_many(self, requests: list[ValidateRequest]) -> list[ValidationResult]: ...
 
     def score_many(self, requests: list[ScoreRequest]) -> list[ScoreResult]: ...
+
+
+class ProgramChecker(Protocol):
+    """Runs programs against their tests in the sandbox (evaluation); results in request order."""
+
+    def check_many(self, requests: list[CheckRequest]) -> list[ScoreResult]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,13 +18,14 @@ from rich.console import Console
 from tqdm import tqdm
 
 from azr.config import AZRConfig, dump_config
-from azr.cruxeval import load_cruxeval
-from azr.evaluation import cruxeval_accuracy, eval_subset
+from azr.eval.benchmark import Benchmark
+from azr.eval.registry import load_benchmarks
 from azr.selfplay import StepRunner
 from azr.step_types import StepOutput
-from azr.tasks import TaskType, Triplet
+from azr.tasks import TaskType
 from driver.checkpoint import LoopState, latest_checkpoint, restore_loop_state, save_checkpoint
 from driver.console import configure_driver_logging
+from driver.evaluation import eval_config, periodic_eval
 from driver.runtime import RunFailed, Runtime
 from driver.schedule import UpdateResult, UpdateSchedule
 from driver.telemetry import StepTelemetry
@@ -43,7 +44,8 @@ def train(
     if resume is None:
         config = claim_run_dir(config)
     run_dir = prepare_run_dir(config, verbose)
-    eval_set = cruxeval_eval_set(config)  # a missing eval file fails now, not after start-up
+    eval_set = eval_benchmarks(config)  # a missing eval file fails now, not after start-up
+    config = eval_config(config, eval_set)  # the sandbox imports what the benchmarks need
     state = LoopState(rng=random.Random(config.seed))
     with (
         Runtime(config, log_dir=None if verbose else run_dir / "logs") as rt,
@@ -70,9 +72,9 @@ def train(
                 update = schedule.submit(output)
                 state.step = step
                 record = step_record(step, output, update, state, time.perf_counter() - started)
-                # the periodic CRUXEval check
+                # the periodic evaluation (azr eval's code, on this runtime)
                 if eval_set and step % config.selfplay.eval_every == 0:
-                    record.update(evaluate(rt, config, eval_set))
+                    record.update(periodic_eval(rt, config, eval_set, step))
                 # metrics: Prometheus, the JSONL log, the progress bar
                 telemetry.publish(record, output)
                 metrics_log.write(json.dumps(record) + "\n")
@@ -178,24 +180,12 @@ def checkpoint(config: AZRConfig, rt: Runtime, state: LoopState, schedule: Updat
     return save_checkpoint(config.run_dir, state, config, lambda d: rt.save(d, state.step))
 
 
-def cruxeval_eval_set(config: AZRConfig) -> list[Triplet]:
-    if not config.selfplay.eval_every:
+def eval_benchmarks(config: AZRConfig) -> list[Benchmark]:
+    """The periodic evaluation's benchmarks, each cut to ``selfplay.eval_size`` problems."""
+    sp = config.selfplay
+    if not sp.eval_every:
         return []
-    return eval_subset(load_cruxeval(config.selfplay.eval_data), config.selfplay.eval_size)
-
-
-def evaluate(rt: Runtime, config: AZRConfig, triplets: list[Triplet]) -> dict[str, float]:
-    started = time.perf_counter()
-    scores = cruxeval_accuracy(
-        triplets,
-        generator=rt.services.generator,
-        executor=rt.services.executor,
-        tokenizer=rt.services.tokenizer,
-        sampling=config.rollout.eval,
-    )
-    out = {f"eval/{k}": v for k, v in scores.items()}
-    out["time/eval"] = time.perf_counter() - started
-    return out
+    return load_benchmarks(sp.eval_benchmarks, size=sp.eval_size, cruxeval_file=sp.eval_data)
 
 
 def progress_line(record: dict, tasks: list[TaskType]) -> str:

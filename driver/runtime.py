@@ -1,9 +1,10 @@
 """The Ray world of a run: rollout group, executor pool, buffer actor, learner group.
 
-`Runtime` is a context manager: it joins (or starts) a Ray cluster, builds every actor from
-the config, hands the driver plain-looking services, and tears down exactly what it started.
-The death of a rollout or learner actor, a weight sync the rollout refuses or did not load in
-full, and a sync whose probe logprobs disagree (`driver.sync_check`) surface as
+`Runtime` is a context manager: it joins (or starts) a Ray cluster, builds the actors of its
+``parts`` from the config (a training run: all four; `azr eval`: rollout and executors; its
+score-only mode: executors), hands the driver plain-looking services, and tears down exactly
+what it started. The death of a rollout or learner actor, a weight sync the rollout refuses or
+did not load in full, and a sync whose probe logprobs disagree (`driver.sync_check`) surface as
 :class:`RunFailed` with a clear message; executor actors recover on their own inside the pool.
 """
 
@@ -27,6 +28,13 @@ from azr.tasks import TaskType
 from buffer_service.wire import EntryBatch
 from driver.checkpoint import step_of
 from driver.sync_check import SyncVerifier, probe_token_ids, tolerance_for
+
+TRAINING = frozenset({"rollout", "executors", "buffer", "learner"})
+"""The parts of a training run."""
+EVALUATION = frozenset({"rollout", "executors"})
+"""The parts `azr eval` generates and scores with."""
+SCORING = frozenset({"executors"})
+"""The parts that score generations made elsewhere."""
 
 
 class RunFailed(RuntimeError):
@@ -81,26 +89,32 @@ class BufferClient:
         return int(self._call("size", task))
 
 
-def resource_demand(config: AZRConfig, gpus_in_cluster: bool) -> dict[str, float]:
-    """Ray resources the run's actors reserve (executors: those of one node)."""
+def resource_demand(
+    config: AZRConfig, gpus_in_cluster: bool, parts: frozenset[str] = TRAINING
+) -> dict[str, float]:
+    """Ray resources the actors of ``parts`` reserve (executors: those of one node)."""
     le, ro, ex = config.learner, config.rollout, config.executor
+    learner = "learner" in parts
+    rollout = "rollout" in parts
     learner_gpu = gpus_in_cluster and le.device != "cpu"
     rollout_gpu = gpus_in_cluster and ro.device != "cpu"
-    cpu = le.num_workers * le.reserved_cpus + ex.per_node * ex.num_cpus_per_actor
-    cpu += ro.num_actors * (1 if rollout_gpu else ro.reserved_cpus)
-    gpu = (le.num_workers * le.gpus_per_worker if learner_gpu else 0) + (
-        ro.num_actors * ro.tensor_parallel_size if rollout_gpu else 0
+    cpu = (le.num_workers * le.reserved_cpus if learner else 0) + (
+        ex.per_node * ex.num_cpus_per_actor
+    )
+    cpu += ro.num_actors * (1 if rollout_gpu else ro.reserved_cpus) if rollout else 0
+    gpu = (le.num_workers * le.gpus_per_worker if learner and learner_gpu else 0) + (
+        ro.num_actors * ro.tensor_parallel_size if rollout and rollout_gpu else 0
     )
     return {"CPU": cpu, **({"GPU": gpu} if gpu else {})}
 
 
-def local_cpus(config: AZRConfig) -> int:
+def local_cpus(config: AZRConfig, parts: frozenset[str] = TRAINING) -> int:
     """Logical CPUs for a local cluster: the machine's cores, or more if the run needs them.
 
     On a laptop-sized machine the actors may oversubscribe the cores (they are mostly idle in
     turn); Ray's CPU accounting would otherwise refuse to place them.
     """
-    need = resource_demand(config, gpus_in_cluster=False)["CPU"]
+    need = resource_demand(config, gpus_in_cluster=False, parts=parts)["CPU"]
     return max(os.cpu_count() or 1, math.ceil(need))
 
 
@@ -115,11 +129,11 @@ def _cluster_is_growing() -> bool:
     return bool(status.pending_launches or status.pending_nodes)
 
 
-def check_placement(config: AZRConfig) -> None:
+def check_placement(config: AZRConfig, parts: frozenset[str] = TRAINING) -> None:
     """Fail at once, naming what was asked and what the cluster has, when the run's actors
     cannot fit the cluster and no node is on its way (rather than after a placement timeout)."""
     have = ray.cluster_resources()
-    need = resource_demand(config, gpus_in_cluster=have.get("GPU", 0) > 0)
+    need = resource_demand(config, gpus_in_cluster=have.get("GPU", 0) > 0, parts=parts)
     short = {k: v for k, v in need.items() if v > have.get(k, 0.0) + 1e-9}
     if not short or _cluster_is_growing():
         return
@@ -135,12 +149,16 @@ def check_placement(config: AZRConfig) -> None:
 
 
 class Runtime:
-    """Builds and owns every actor of a run (use as a context manager)."""
+    """Builds and owns the actors of a run (use as a context manager)."""
 
-    def __init__(self, config: AZRConfig, log_dir: Path | None = None):
-        """``log_dir``: where actors write their output (None: Ray's defaults, e.g. tests)."""
+    def __init__(
+        self, config: AZRConfig, log_dir: Path | None = None, parts: frozenset[str] = TRAINING
+    ):
+        """``log_dir``: where actors write their output (None: Ray's defaults, e.g. tests);
+        ``parts``: which actors to build (`TRAINING`, `EVALUATION`, `SCORING`)."""
         self.config = config
         self.log_dir = log_dir
+        self.parts = parts
         self._started_ray = False
         self._closers: list[Any] = []
 
@@ -171,51 +189,61 @@ class Runtime:
                 # "local": a fresh cluster even when another one runs on this machine.
                 ray.init(
                     address="local",
-                    num_cpus=local_cpus(config),
+                    num_cpus=local_cpus(config, self.parts),
                     include_dashboard=False,
                     **quiet,
                 )
             self._started_ray = True
+        self.tokenizer = self.store = self.rollout = self.learner = self.max_model_len = None
         try:
-            check_placement(config)
-            self.model_path = str(ensure_model(config.model))
-            # Actors resolve the model on their own node: a hub id is fetched there, once.
-            self.model_source = config.model.path or self.model_path
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+            check_placement(config, self.parts)
+            if "rollout" in self.parts:
+                self.model_path = str(ensure_model(config.model))
+                # Actors resolve the model on their own node: a hub id is fetched there, once.
+                self.model_source = config.model.path or self.model_path
+                self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
             self.pool = ExecutorPool(
                 config.executor,
                 metrics=config.metrics.enabled,
                 induction_scoring=config.selfplay.induction_scoring,
             )
             self._closers.append(self.pool.shutdown)
-            buffer_dir = Path(config.buffer.dir or config.run_dir / "buffer")
-            self.buffer = create_buffer_actor(config.buffer, buffer_dir, seed=config.seed)
-            self._closers.append(lambda: ray.kill(self.buffer))
-            self.store = BufferClient.for_actor(self.buffer)
-            try:
-                self.rollout = RolloutGroup(self.model_source, config.rollout)
-                self._closers.append(self.rollout.shutdown)
-            except (RayActorError, RaySystemError, RayTaskError) as exc:
-                raise RunFailed(f"the rollout group could not start: {exc}") from exc
-            try:
-                group = LearnerGroup(self.model_source, config.learner, seed=config.seed)
-                self._closers.append(group.shutdown)
-            except LearnerDiedError as exc:
-                raise RunFailed(f"the learner group could not start: {exc}") from exc
-            self.max_model_len = self.rollout.max_model_len()
-            self.learner = GuardedLearner(
-                group,
-                self.rollout,
-                failures=(LearnerDiedError, WeightSyncError),
-                verifier=self._sync_verifier(group),
-            )
+            if "buffer" in self.parts:
+                buffer_dir = Path(config.buffer.dir or config.run_dir / "buffer")
+                self.buffer = create_buffer_actor(config.buffer, buffer_dir, seed=config.seed)
+                self._closers.append(lambda: ray.kill(self.buffer))
+                self.store = BufferClient.for_actor(self.buffer)
+            if "rollout" in self.parts:
+                try:
+                    self.rollout = RolloutGroup(self.model_source, config.rollout)
+                    self._closers.append(self.rollout.shutdown)
+                except (RayActorError, RaySystemError, RayTaskError) as exc:
+                    raise RunFailed(f"the rollout group could not start: {exc}") from exc
+                self.max_model_len = self.rollout.max_model_len()
+            if "learner" in self.parts:
+                try:
+                    group = LearnerGroup(self.model_source, config.learner, seed=config.seed)
+                    self._closers.append(group.shutdown)
+                except LearnerDiedError as exc:
+                    raise RunFailed(f"the learner group could not start: {exc}") from exc
+                self.learner = GuardedLearner(
+                    group,
+                    self.rollout,
+                    failures=(LearnerDiedError, WeightSyncError),
+                    verifier=self._sync_verifier(group),
+                )
         except BaseException:
             self.__exit__(None, None, None)
             raise
+        return self._serve()
+
+    def _serve(self) -> Runtime:
+        """The services of the parts built (a missing part's service is None)."""
+        generator = GuardedGenerator(self.rollout) if self.rollout is not None else None
         self.services = Services(
-            generator=GuardedGenerator(self.rollout),
+            generator=generator,  # type: ignore[arg-type]
             executor=self.pool,
-            store=self.store,
+            store=self.store,  # type: ignore[arg-type]
             tokenizer=self.tokenizer,
             max_model_len=self.max_model_len,
         )

@@ -54,7 +54,9 @@ class StepTelemetry:
         self.idle = make.gauge(
             "azr_learner_idle_fraction", "Share of wall time the learner was idle."
         )
-        self.eval = make.gauge("azr_eval_accuracy", "Greedy CRUXEval accuracy.", ("benchmark",))
+        self.eval = make.gauge(
+            "azr_eval_accuracy", "pass@1 of the periodic evaluation per benchmark.", ("benchmark",)
+        )
         self.budget = make.counter(
             "azr_prompt_budget_events_total",
             "Prompt-budget events: references dropped, induction sources drawn again, buffer "

@@ -17,7 +17,7 @@ import ray
 
 from azr.config import ExecutorConfig
 from azr.logs import route_process_output
-from azr.tasks import ScoreRequest, ScoreResult, ValidateRequest, ValidationResult
+from azr.tasks import CheckRequest, ScoreRequest, ScoreResult, ValidateRequest, ValidationResult
 from executor_pool.executor import SandboxExecutor
 from executor_pool.ray_metrics import STAT_COUNTERS, ActorMetrics
 
@@ -59,6 +59,10 @@ class ExecutorActorImpl:
     def score_many(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         """Score a chunk of answers; results in request order."""
         return self._run("score", requests, self._executor.score_many)
+
+    def check_many(self, requests: list[CheckRequest]) -> list[ScoreResult]:
+        """Run a chunk of programs against their tests; results in request order."""
+        return self._run("check", requests, self._executor.check_many)
 
     def stats(self) -> dict[str, Any]:
         """The sandbox's counters (runs, timeouts, memory kills, restarts ...)."""

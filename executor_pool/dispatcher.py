@@ -248,11 +248,7 @@ class Dispatcher:
                 continue
             # Least loaded first, then least recently used: spreads chunks over every node.
             member = min(free, key=lambda m: (m.in_flight, m.last_used))
-            method = (
-                member.handle.validate_many
-                if chunk.batch.kind == "validate"
-                else member.handle.score_many
-            )
+            method = getattr(member.handle, f"{chunk.batch.kind}_many")
             self._calls[method.remote(chunk.requests)] = (member, chunk)
             member.in_flight += 1
             member.last_used = self._membership.next_sequence()

@@ -1,4 +1,5 @@
-"""SandboxExecutor: the azr.tasks.Executor that validates proposals and scores answers.
+"""SandboxExecutor: the azr.tasks.Executor that validates proposals and scores answers, and the
+azr.tasks.ProgramChecker that runs evaluation programs against their tests.
 
 Semantics are AZR_SPEC's "Validating a proposal" and "Scoring an answer": static checks run
 here, on the host, before anything reaches the sandbox; programs run in the fork-server
@@ -17,13 +18,20 @@ from concurrent.futures import Future
 from typing import Literal
 
 from azr.config import ExecutorConfig
-from azr.tasks import ScoreRequest, ScoreResult, TaskType, ValidateRequest, ValidationResult
+from azr.tasks import (
+    CheckRequest,
+    ScoreRequest,
+    ScoreResult,
+    TaskType,
+    ValidateRequest,
+    ValidationResult,
+)
 from executor_pool.sandbox import ForkServerClient, ProcessSandbox
 from executor_pool.static_checks import Rejected, StaticChecker
 
 COUNTERS = (
-    "validate_requests", "score_requests", "static_rejections", "runs", "timeouts",
-    "memory_kills", "crashes",
+    "validate_requests", "score_requests", "check_requests", "static_rejections", "runs",
+    "timeouts", "memory_kills", "crashes",
 )  # fmt: skip
 """Counters ``SandboxExecutor.stats()`` always reports (besides ``sandbox_restarts``)."""
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -199,6 +207,39 @@ class SandboxExecutor:
                 return ScoreResult(accuracy=1.0)
             reason = status if status != "ok" else "wrong"
             return ScoreResult(accuracy=accuracy, reason=reason)
+
+        return outcome
+
+    # ------------------------------------------------------------------ check
+    def check_many(self, requests: list[CheckRequest]) -> list[ScoreResult]:
+        """Run each program against its tests (evaluation): accuracy 1 when they pass, else 0
+        with the status that failed them. No static checks: the code is arbitrary (HumanEval
+        solutions import hashlib) and only the sandbox runs it."""
+        self._stats.count("check_requests", len(requests))
+        pending = [self._start_check(request) for request in requests]
+        return [outcome() for outcome in pending]
+
+    def _start_check(self, request: CheckRequest) -> Callable[[], ScoreResult]:
+        if len(request.program) + len(request.test) > self.config.max_check_chars:
+            result = ScoreResult(accuracy=0.0, reason="check_too_large")
+            return lambda: result
+        future = self.sandbox.submit(
+            {
+                "op": "check",
+                "program": request.program,
+                "test": request.test,
+                "entry_point": request.entry_point,
+                "timeout": self.config.timeout_s,
+            }
+        )
+
+        def outcome() -> ScoreResult:
+            status, results = self._reply(future)
+            if status == "ok" and len(results) == 1:
+                return ScoreResult(accuracy=1.0)
+            return ScoreResult(
+                accuracy=0.0, reason=status if status != "ok" else "sandbox_protocol"
+            )
 
         return outcome
 

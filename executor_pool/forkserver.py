@@ -17,6 +17,8 @@ Wire protocol (newline-delimited JSON, UTF-8, one object per line)
         {"id": ID, "op": "validate", "program": str, "inputs": [str, ...], "timeout": float}
         {"id": ID, "op": "run", "program": str, "inputs": [str, ...], "timeout": float,
          "keep_going": bool}
+        {"id": ID, "op": "check", "program": str, "test": str, "entry_point": str,
+         "timeout": float}
         {"id": ID, "op": "ping"}
     server -> client, one line per request, in completion order (match on ID):
         {"id": ID, "status": STATUS, "results": [[STATUS, REPR_OR_NULL], ...], "wall_s": float}
@@ -26,7 +28,9 @@ Wire protocol (newline-delimited JSON, UTF-8, one object per line)
     canonical repr of the output (``program_runner.canonical_repr``). Per-input STATUS values:
     ok, timeout, memory, exception:<Type>, nondeterministic, output_too_large,
     non_literal_output, non_literal_input, no_entry, crash:<how>, skipped (not run after an
-    earlier failure); request-level only: bad_request.
+    earlier failure); request-level only: bad_request. A ``check`` job runs one child: the program, then the
+    test in its namespace, then ``check(<entry_point>)``; one result (``bad_test:<Type>`` when the
+    test does not compile), its ``timeout`` bounding the whole check.
 """
 
 from __future__ import annotations
@@ -134,7 +138,14 @@ def front_main(args: dict) -> None:
     for name, seed, offset in (("a", seed_a, 0), ("b", seed_b, slots)):
         uids = [] if uid_base is None else [uid_base + offset + s for s in range(slots)]
         zygote_args = json.dumps(
-            {"preload": args["preload"], "uids": uids, "slots": slots, "workroot": workroot}
+            {
+                "preload": args["preload"],
+                "site_preload": args["site_preload"],
+                "site_path": args["site_path"],
+                "uids": uids,
+                "slots": slots,
+                "workroot": workroot,
+            }
         )
         process = subprocess.Popen(
             [sys.executable, "-s", "-S", "-P", os.path.abspath(__file__), "--zygote", zygote_args],
@@ -202,6 +213,13 @@ def front_main(args: dict) -> None:
         message = request.message
         timeout = min(float(message.get("timeout", args["timeout"])), args["max_timeout"])
         plan = [("a", 2), ("b", 1)] if message["op"] == "validate" else [("a", 1)]
+        extra = {}
+        if message["op"] == "check":
+            # One result (the check); its one "input" only sizes the zygote's bookkeeping.
+            extra = {
+                "inputs": [""],
+                "check": {"test": message["test"], "entry_point": message["entry_point"]},
+            }
         for name, repeat in plan:
             job_counter[0] += 1
             job = job_counter[0]
@@ -210,13 +228,14 @@ def front_main(args: dict) -> None:
             send(name, {
                 "job": job,
                 "program": message["program"],
-                "inputs": message["inputs"],
+                "inputs": message.get("inputs", []),
                 "repeat": repeat,
                 "timeout": timeout,
                 "keep_going": bool(message.get("keep_going", False)) and repeat == 1,
                 "memory_mb": args["memory_mb"],
                 "max_output_chars": args["max_output_chars"],
                 "workdir": os.path.join(workroot, f"{name}{job}"),
+                **extra,
             })  # fmt: skip
 
     def accept(line: bytes) -> None:
@@ -231,13 +250,26 @@ def front_main(args: dict) -> None:
             reply({"id": request_id, "status": "ok", "results": []})
             return
         ok = (
-            op in ("validate", "run")
+            op in ("validate", "run", "check")
             and isinstance(message.get("program"), str)
             and len(message["program"]) <= args["max_program_chars"]
-            and isinstance(message.get("inputs"), list)
-            and all(isinstance(text, str) for text in message["inputs"])
             and isinstance(message.get("timeout", 1.0), (int, float))
         )
+        if op == "check":
+            entry = message.get("entry_point")
+            ok = (
+                ok
+                and isinstance(message.get("test"), str)
+                and len(message["program"]) + len(message["test"]) <= args["max_program_chars"]
+                and isinstance(entry, str)
+                and entry.isidentifier()
+            )
+        else:
+            ok = (
+                ok
+                and isinstance(message.get("inputs"), list)
+                and all(isinstance(text, str) for text in message["inputs"])
+            )
         if not ok:
             reply({"id": request_id, "status": "bad_request", "results": []})
             return
@@ -292,6 +324,15 @@ def _parse_cli(argv: list[str]) -> dict:
     parser.add_argument("--uid-lock-dir", default="/tmp/azr-forkserver-uids")
     parser.add_argument(
         "--preload", default=_zygote.DEFAULT_PRELOAD, help="modules the zygotes import"
+    )
+    parser.add_argument(
+        "--site-preload", default="", help="third-party modules the zygotes import as well"
+    )
+    parser.add_argument(
+        "--site-path",
+        default="",
+        help="where --site-preload modules live (os.pathsep-separated; default: the "
+        "interpreter's site-packages)",
     )
     return vars(parser.parse_args(argv))
 

@@ -7,6 +7,7 @@ exactly once; a chunk whose actor died is re-run elsewhere (at most ``executor.m
 times) and nothing from the failed call is kept. All Ray bookkeeping runs on one dispatcher
 thread (``dispatcher.py``, ``membership.py``), so the blocking (``validate_many``), future
 (``submit_validate``) and asyncio (``validate_many_async``) forms are thread-safe.
+``check_many`` / ``submit_check`` run evaluation programs against their tests.
 Membership, retries and backpressure in detail: docs/executor.md.
 """
 
@@ -19,7 +20,7 @@ from concurrent.futures import Future
 from typing import Any, Literal
 
 from azr.config import ExecutorConfig
-from azr.tasks import ScoreRequest, ScoreResult, ValidateRequest, ValidationResult
+from azr.tasks import CheckRequest, ScoreRequest, ScoreResult, ValidateRequest, ValidationResult
 from executor_pool.dispatcher import Dispatcher, ExecutorPoolError
 from executor_pool.membership import MemberInfo
 
@@ -68,6 +69,10 @@ class ExecutorPool:
         """Score answers; results in request order. Blocks: use the async form in a loop."""
         return self.submit_score(requests).result()
 
+    def check_many(self, requests: Sequence[CheckRequest]) -> list[ScoreResult]:
+        """Run programs against their tests (``azr.tasks.ProgramChecker``); request order."""
+        return self.submit_check(requests).result()
+
     # -- non-blocking API ------------------------------------------------------------------
 
     def submit_validate(
@@ -82,6 +87,11 @@ class ExecutorPool:
         """Queue a scoring batch (see ``submit_validate``)."""
         _check_types(requests, ScoreRequest)
         return self._dispatcher.submit("score", list(requests))
+
+    def submit_check(self, requests: Sequence[CheckRequest]) -> Future[list[ScoreResult]]:
+        """Queue a batch of programs and their tests (see ``submit_validate``)."""
+        _check_types(requests, CheckRequest)
+        return self._dispatcher.submit("check", list(requests))
 
     async def validate_many_async(
         self, requests: Sequence[ValidateRequest]

@@ -19,6 +19,9 @@ Running
     Per-input STATUS values: ok, memory, exception:<Type>, nondeterministic,
     output_too_large, non_literal_output, non_literal_input, no_entry. The zygote adds those
     it sees from outside (timeout, crash:<how>, skipped).
+Checking
+    ``run_check`` runs a program and its tests (a check job, one result: ``ok`` or the status
+    that failed it; ``bad_test:<Type>`` when the test itself does not compile).
 """
 
 from __future__ import annotations
@@ -170,21 +173,31 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[os.write(fd, data) :]
 
 
+def _compile(source: str, name: str, prefix: str) -> tuple[object, str | None]:
+    """(code, None), or (None, the status that names why ``source`` does not compile)."""
+    try:
+        return compile(source, name, "exec"), None
+    except MemoryError:
+        return None, "memory"
+    except BaseException as error:  # SyntaxError, RecursionError, ValueError (NUL bytes) ...
+        return None, prefix + _type_name(error)
+
+
 def prepare_job(job: dict) -> None:
     """Compile the program and parse every input (one fresh copy per call) before forking.
 
     Parsing and compiling are pure (nothing of the program runs); done in the warm zygote, the
     child starts with its code object and argument tuples ready and copies far fewer pages.
-    Each call still gets its own freshly parsed arguments (``f`` may mutate them).
+    Each call still gets its own freshly parsed arguments (``f`` may mutate them). A check job
+    (``job["check"]``) compiles its test too; a test that does not compile is ``bad_test:*``.
     """
-    job["load_error"] = None
-    try:
-        job["code"] = compile(job["program"], "<program>", "exec")
-    except MemoryError:
-        job["code"], job["load_error"] = None, "memory"
-    except BaseException as error:  # SyntaxError, RecursionError, ValueError (NUL bytes) ...
-        job["code"], job["load_error"] = None, "exception:" + _type_name(error)
+    job["code"], job["load_error"] = _compile(job["program"], "<program>", "exception:")
     job["args"] = []
+    check = job.get("check")
+    if check is not None:
+        check["code"], test_error = _compile(check["test"], "<test>", "bad_test:")
+        job["load_error"] = job["load_error"] or test_error
+        return
     for text in job["inputs"]:
         try:
             job["args"].append([parse_arguments(text) for _ in range(job["repeat"])])
@@ -246,6 +259,35 @@ def run_program(job: dict, out_fd: int) -> None:
             return
         _write_all(out_fd, line.encode())
     _write_all(out_fd, END_LINE)  # no inputs
+
+
+def run_check(job: dict, out_fd: int) -> None:
+    """Execute a prepared check job in this (already sandboxed) process: the program, then the
+    test in the same namespace, then ``check(<entry point>)`` when the test defines ``check``
+    (HumanEval; a test that asserts at module level, as MBPP+'s do, has none). One result line,
+    ``ok`` or the status that failed it, then the end line."""
+    namespace = {"__name__": "__azr__", "__builtins__": builtins}
+    check = job["check"]
+    status = "ok"
+    try:
+        if job["load_error"]:
+            raise _Failed(job["load_error"])
+        exec(job["code"], namespace)
+        candidate = namespace.get(check["entry_point"])
+        if not callable(candidate):
+            raise _Failed("no_entry")
+        exec(check["code"], namespace)
+        tests = namespace.get("check")
+        if callable(tests):
+            tests(candidate)
+    except _Failed as failure:
+        status = failure.args[0]
+    except MemoryError:
+        status = "memory"
+    except BaseException as error:  # a failed assertion, any exception, SystemExit too
+        status = "exception:" + _type_name(error)
+    line = f'{{"i": 0, "s": {_json_string(status)}, "v": null}}\n'
+    _write_all(out_fd, line.encode() + END_LINE)
 
 
 class _Failed(Exception):

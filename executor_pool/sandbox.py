@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import tempfile
@@ -58,13 +59,17 @@ class _Entry:
 
 def forkserver_args(config: ExecutorConfig) -> list[str]:
     """The fork-server's command-line arguments for an ExecutorConfig."""
-    return [
+    args = [
         "--slots", str(config.slots),
         "--timeout", str(config.timeout_s),
         "--max-timeout", str(config.timeout_s),
         "--memory-mb", str(config.memory_mb),
         "--max-output-chars", str(config.max_output_chars),
+        "--max-program-chars", str(max(config.max_program_chars, config.max_check_chars)),
     ]  # fmt: skip
+    if config.sandbox_modules:
+        args += ["--site-preload", ",".join(config.sandbox_modules)]
+    return args
 
 
 class ForkServerClient:
@@ -313,6 +318,9 @@ class ProcessSandbox(ForkServerClient):
     ) -> None:
         workdir = Path(tempfile.gettempdir()) / f"azr-forkserver-{uuid.uuid4().hex[:12]}"
         argv = [sys.executable, *INTERPRETER_FLAGS, str(FORKSERVER_PATH), *forkserver_args(config)]
+        if config.sandbox_modules:
+            # The minimal interpreter does not know this environment's site-packages (-S).
+            argv += ["--site-path", os.pathsep.join(site.getsitepackages())]
         self.workdir = workdir
         super().__init__(
             [*argv, "--workdir", str(workdir)],

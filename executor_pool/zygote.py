@@ -2,7 +2,7 @@
 
 STDLIB ONLY, like ``forkserver.py``, which starts each zygote (``forkserver.py --zygote``) and
 imports this file from its own directory. A zygote reads jobs (one JSON object per line) on
-stdin, queues them on its slots, forks a child per job and replies ``{"job", "results"}`` on
+stdin, queues them on its slots, forks a child per job (a program on its inputs, or a program and its tests) and replies ``{"job", "results"}`` on
 stdout. Invariants: nothing of a program runs in the zygote (it only compiles and parses); a
 child never runs a program without its sandbox; a slot and its uid are reused only after every
 process of that uid is killed and reaped. Rationale and isolation layers: docs/executor.md.
@@ -78,7 +78,7 @@ def _child_main(job: dict, out_fd: int, isolation: dict, devnull: int) -> None:
     except BaseException:
         os._exit(71)  # the zygote reports crash:setup; never run without the sandbox
     try:
-        _runner.run_program(job, 3)
+        (_runner.run_check if job.get("check") else _runner.run_program)(job, 3)
     except BaseException:
         code = 72
     os._exit(code)
@@ -97,6 +97,29 @@ def _child_limits(job: dict) -> list[tuple[int, int]]:
     if job["uid"] is not None:
         limits.append((_RESOURCE.RLIMIT_NPROC, 8))  # per real uid: only this slot's processes
     return limits
+
+
+def _import_site_modules(names: str, path: str) -> None:
+    """Import third-party modules (``names``, comma-separated) from ``path`` (os.pathsep-
+    separated; default: this interpreter's site-packages), which is on ``sys.path`` only while
+    they import: a program can use them, and nothing else from there."""
+    modules = [name for name in names.split(",") if name]
+    if not modules:
+        return
+    if path:
+        dirs = path.split(os.pathsep)
+    else:
+        import site
+
+        dirs = site.getsitepackages()
+    added = [d for d in dirs if d and d not in sys.path]
+    sys.path.extend(added)
+    try:
+        for name in modules:
+            __import__(name)
+    finally:
+        for d in added:
+            sys.path.remove(d)
 
 
 # ----------------------------------------------------------------------------- zygote
@@ -238,6 +261,7 @@ def zygote_main(args: dict) -> None:
     for name in args["preload"].split(","):
         if name:
             __import__(name)
+    _import_site_modules(args.get("site_preload", ""), args.get("site_path", ""))
     builtins.exit = builtins.quit = _quitter  # -S leaves them out; keep exit() an exception
     gc.collect()
     gc.freeze()  # children never scan (and so never copy-on-write) the zygote's objects

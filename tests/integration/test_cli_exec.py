@@ -127,9 +127,9 @@ def test_validate_prints_one_result_per_line_in_order(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     out = records(done.stdout)
     assert len(out) == len(lines) - 1  # the blank line is no record
-    assert [r["id"] for r in out] == [c["id"] for c in crux[:3]] + [
+    assert [r["id"] for r in out] == [c.id for c in crux[:3]] + [
         None, "banned", "raises", "no-inputs", 17
-    ] + [c["id"] for c in crux[3:]]  # fmt: skip
+    ] + [c.id for c in crux[3:]]  # fmt: skip
     by_id = {r["id"]: r for r in out}
     assert out[3]["valid"] is False and out[3]["reason"].startswith("bad_json")
     assert by_id["banned"] == {

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.hostile import FORK_BOMB, HARD_EXIT, INFINITE_LOOP, MEMORY_BOMB, escape_programs
 
 from azr.tasks import ScoreRequest, ScoreResult, TaskType, ValidateRequest
 from executor_pool.executor import SandboxExecutor
@@ -110,14 +111,14 @@ def assert_nothing_left(executor: SandboxExecutor) -> None:
 
 # ----------------------------------------------------------------------------- resources
 def test_infinite_loop_times_out(executor: SandboxExecutor, baseline_s: float) -> None:
-    reason, elapsed = timed_validate(executor, "def f(x):\n    while True:\n        pass")
+    reason, elapsed = timed_validate(executor, INFINITE_LOOP)
     assert reason == "timeout"
     assert EXECUTOR_TEST_TIMEOUT_S <= elapsed <= EXECUTOR_TEST_TIMEOUT_S + MARGIN_S
     assert_healthy(executor, baseline_s)
 
 
 def test_memory_bomb_and_slow_growth(executor: SandboxExecutor, baseline_s: float) -> None:
-    reason, elapsed = timed_validate(executor, "def f(x):\n    return [0] * (10 ** 10)")
+    reason, elapsed = timed_validate(executor, MEMORY_BOMB)
     assert reason == "memory" and elapsed < MARGIN_S
     growth = "def f(x):\n    kept = []\n    while True:\n        kept.append(bytearray(1 << 20))"
     reason, elapsed = timed_validate(executor, growth)
@@ -128,10 +129,7 @@ def test_memory_bomb_and_slow_growth(executor: SandboxExecutor, baseline_s: floa
 def test_fork_bomb_is_contained_and_cleaned_up(
     executor: SandboxExecutor, baseline_s: float
 ) -> None:
-    bomb = (
-        "import os\ndef f(x):\n    while True:\n        try:\n            os.fork()\n"
-        "        except OSError:\n            pass"
-    )
+    bomb = FORK_BOMB
     assert timed_validate(executor, bomb)[0] == "banned:os"
     reply, elapsed = raw(executor, bomb)
     assert reply["status"] == "timeout"
@@ -186,7 +184,7 @@ def test_stdout_flood_is_discarded(executor: SandboxExecutor, baseline_s: float)
         ("def f(x):\n    raise SystemExit(0)", "exception:SystemExit"),
         ("def f(x):\n    exit()", "exception:SystemExit"),
         ("import sys\ndef f(x):\n    sys.exit(3)", "exception:SystemExit"),
-        ("import os\ndef f(x):\n    os._exit(0)", "crash:exit0"),
+        (HARD_EXIT, "crash:exit0"),
         (
             "import os, signal\ndef f(x):\n    os.kill(os.getpid(), signal.SIGSEGV)",
             "crash:signal11",
@@ -232,26 +230,6 @@ def test_code_passed_as_input_never_runs(
 
 
 # ----------------------------------------------------------------------------- escapes
-def escape_programs(host_path: Path) -> dict[str, str]:
-    target = repr(str(host_path))
-    return {
-        "__import__ with built strings": (
-            f"def f(x):\n    m = __import__('o' + 's')\n"
-            f"    fd = m.open({target}, m.O_WRONLY | m.O_CREAT)\n    m.write(fd, b'x')\n    return 1"
-        ),
-        "__subclasses__ walk to os.system": (
-            "def f(x):\n    for c in ().__class__.__base__.__subclasses__():\n"
-            "        if c.__name__ == '_wrap_close':\n"
-            f"            return c.__init__.__globals__['system']('touch ' + {target})\n    return -1"
-        ),
-        "getattr on __globals__ to builtins.open": (
-            "def f(x):\n    b = getattr(f, '__glo' + 'bals__')['__builtins__']\n"
-            "    o = b['open'] if isinstance(b, dict) else getattr(b, 'open')\n"
-            f"    o({target}, 'w').write('x')\n    return 1"
-        ),
-    }
-
-
 @pytest.mark.parametrize("attempt", list(escape_programs(Path("/x"))))
 def test_writing_a_host_file_fails(
     executor: SandboxExecutor, baseline_s: float, host_path: Path, attempt: str
