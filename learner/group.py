@@ -256,14 +256,17 @@ class LearnerGroup:
         return refs, total, {**timings, "gather_s": timings["gather_s"] + published}
 
     def _sync_together(
-        self, senders: list[tuple[str, ray.ObjectRef]], receivers: list[tuple[str, ray.ObjectRef]]
+        self,
+        senders: list[tuple[str, ray.ObjectRef]],
+        receivers: list[tuple[str, ray.ObjectRef]],
+        collective: bool = False,
     ) -> list[Any]:
         """Wait for both sides of a sync at once, within ``config.sync_timeout_s``.
 
         A failure on either side ends the wait at once, naming the actor (NCCL peers would
         otherwise block forever in a broadcast the failed side left); so does the deadline,
-        naming who had not answered. Either way the group is unusable afterwards (its
-        collective state is unknown). Returns the receivers' answers in order.
+        naming who had not answered. After a failed ``collective`` (NCCL) sync the group is
+        unusable: its collective state is unknown. Returns the receivers' answers in order.
         """
         timeout = self.config.sync_timeout_s
         pending = {ref: name for name, ref in [*senders, *receivers]}
@@ -274,7 +277,8 @@ class LearnerGroup:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=left)
             if not ready:
                 silent = ", ".join(sorted(pending.values()))
-                self._broken = f"weight sync timed out waiting for {silent}"
+                if collective:
+                    self._broken = f"weight sync timed out waiting for {silent}"
                 raise WeightSyncError(
                     f"it did not finish within learner.sync_timeout_s={timeout:g}s: "
                     f"no answer from {silent}"
@@ -283,7 +287,8 @@ class LearnerGroup:
             try:
                 answers[name] = ray.get(ready[0])
             except Exception as exc:
-                self._broken = f"weight sync failed on {name}"
+                if collective:
+                    self._broken = f"weight sync failed on {name}"
                 cause = getattr(exc, "cause", None) or exc  # a RayTaskError's text is a traceback
                 raise WeightSyncError(f"{name} failed: {type(cause).__name__}: {cause}") from exc
         return [answers[name] for name, _ in receivers]
@@ -302,7 +307,9 @@ class LearnerGroup:
                 for i, actor in enumerate(actors)
             ]
             connect = self.workers[0].nccl_connect.remote(addr, port, world)
-            self._sync_together([("learner rank 0 (NCCL connect)", connect)], _receivers(joins))
+            self._sync_together(
+                [("learner rank 0 (NCCL connect)", connect)], _receivers(joins), collective=True
+            )
             self._nccl_ready = True
         metas = self._all("nccl_metas", wire, ranks=[0])[0]
         # Receivers first: they block inside the NCCL broadcast that rank 0 then starts; every
@@ -311,7 +318,7 @@ class LearnerGroup:
         sends = [
             (f"learner rank {r}", w.nccl_send.remote(wire)) for r, w in enumerate(self.workers)
         ]
-        answers = self._sync_together(sends, _receivers(receives))
+        answers = self._sync_together(sends, _receivers(receives), collective=True)
         total = _metas_bytes(metas)
         return total, 0, answers
 

@@ -225,7 +225,7 @@ def test_engines_stop_at_eos_and_the_chat_templates_end_of_turn(group: RolloutGr
     infos = group.infos()
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert all(i["stop_token_ids"] == [im_end] for i in infos)  # tiny: EOS is the end-of-turn
-    assert all(i["max_model_len"] == 2048 and i["dtype"] == "torch.float32" for i in infos)
+    assert all(i["max_model_len"] == 2048 and i["dtype"] == "float32" for i in infos)
 
 
 def test_an_update_that_does_not_match_the_model_is_refused_before_loading(

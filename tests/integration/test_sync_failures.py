@@ -96,9 +96,9 @@ def test_a_failing_or_silent_receiver_stops_the_run_within_the_timeout(
         assert named in str(failure.value) and why in str(failure.value)
         # Generous margin for a loaded 2-core machine: the point is "not forever".
         assert elapsed < SYNC_TIMEOUT_S + 30
-        # The group is unusable afterwards (its collective state is unknown).
-        with pytest.raises(RunFailed, match="unusable"):
-            learner.train_step(fixed_batch(2))
+        # On the object-store path nothing collective was left half done: the learner still
+        # trains (on the NCCL path the group is marked unusable instead).
+        assert learner.train_step(fixed_batch(2))["samples"] == 2.0
     finally:
         learner.group.shutdown()
         rollout.shutdown()

@@ -218,7 +218,10 @@ def test_a_misnamed_or_missing_parameter_stops_the_run(
     rollout, learner, tiny_model, change, message
 ):
     served = rollout.policy_versions()
-    with pytest.raises(RunFailed, match=r"weight sync failed: WeightSyncError: .*" + message):
+    with pytest.raises(
+        RunFailed,
+        match=r"weight sync failed: rollout actor 0 failed: WeightSyncError: .*" + message,
+    ):
         run_sync(rollout, learner, tiny_model, change)
     assert rollout.policy_versions() == served  # refused before loading: nothing changed
 
