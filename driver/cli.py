@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
 from azr.config import ConfigError, dump_config, load_config
+from azr.memory import H100_GIB, MemoryEstimateError, memory_report
 
 # Subcommand modules beyond `config` and `version`, registered in this order.
 SUBCOMMAND_MODULES = ["executor_pool.cli", "driver.train_cli"]
@@ -28,6 +29,13 @@ def azr_version() -> str:
 
 def _config_show(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
+    if args.memory:
+        try:
+            print(memory_report(config, args.gpu_gib))
+        except MemoryEstimateError as exc:
+            print(f"azr: {exc}", file=sys.stderr)
+            return 2
+        return 0
     sys.stdout.write(dump_config(config))
     return 0
 
@@ -47,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     show = config_sub.add_parser("show", help="print the resolved config as YAML")
     show.add_argument("--config", help="YAML config file (default: configs/tiny.yaml)")
+    show.add_argument(
+        "--memory",
+        action="store_true",
+        help="print the per-GPU memory estimate of the learner and the rollout instead",
+    )
+    show.add_argument(
+        "--gpu-gib", type=float, default=H100_GIB, help="GPU memory for --memory (H100 80GB)"
+    )
     show.add_argument("overrides", nargs="*", metavar="section.key=value")
     show.set_defaults(func=_config_show)
 

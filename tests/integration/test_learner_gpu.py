@@ -17,11 +17,11 @@ import socket
 import pytest
 import torch
 from support.learner import TINY_VOCAB, build_tiny_qwen2, fixed_batch
+from support.padded_path import token_logprobs_and_entropy
 from transformers import AutoModelForCausalLM
 
 from azr.config import LearnerConfig
 from learner.group import LearnerGroup
-from learner.loss import token_logprobs_and_entropy
 from learner.nccl_sync import NCCLWeightSender
 from learner.worker import LearnerWorker
 

@@ -149,3 +149,20 @@ def test_docker_keys_of_0_1_still_load_with_a_warning(caplog: pytest.LogCaptureF
     assert load_config(None, ["executor.docker.image=img:2"]).executor.docker.image == "img:2"
     with pytest.raises(ConfigError, match="executor.docker.nope: unknown key"):
         load_config(None, ["executor.docker_nope=1"])
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("rollout.propose.temperature=0", "rollout.propose.temperature"),
+        ("rollout.solve.temperature=0.000001", "rollout.solve.temperature"),
+        ("rollout.propose.top_p=0.95", "rollout.propose.top_p"),
+        ("rollout.solve.top_p=0.5", "rollout.solve.top_p"),
+    ],
+)
+def test_training_sampling_the_learner_cannot_reproduce_is_refused(override, named):
+    """Greedy or nucleus-truncated training samples have no behaviour distribution the
+    learner can match; evaluation (not trained on) may be greedy."""
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_config(overrides=[override])
+    assert load_config(overrides=["rollout.eval.temperature=0", "rollout.eval.top_p=0.9"])

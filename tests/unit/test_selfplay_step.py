@@ -113,6 +113,8 @@ def step_output(tmp_path):
             "selfplay.induction_inputs=2",
             "selfplay.mc_samples=4",
             "executor.timeout_s=3",
+            "rollout.propose.temperature=0.7",
+            "rollout.solve.temperature=1.1",
         ]
     )
     buffers = TaskBuffers(tmp_path / "buffer", seed=0)
@@ -186,3 +188,12 @@ def test_valid_proposals_join_their_buffers_with_their_step(step_output):
     assert induction.visible == (("1", "1"),) and induction.hidden == (("2", "2"),)
     assert output.metrics["deduction/propose/valid_rate"] == 0.5
     assert output.metrics["abduction/propose/learnability"] == 0.5
+
+
+def test_samples_carry_the_sampling_they_were_drawn_with(step_output):
+    """The learner takes its logprobs at each sample's temperature (the rollout's are of
+    softmax(logits / T)); the step must hand over the one each role was sampled at."""
+    output, _, _ = step_output
+    temperatures = {r: {s.temperature for s in output.samples if s.role == r} for r in Role}
+    assert temperatures == {Role.PROPOSE: {0.7}, Role.SOLVE: {1.1}}
+    assert {(s.top_p, s.top_k) for s in output.samples} == {(1.0, 0)}
