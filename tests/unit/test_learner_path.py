@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -192,19 +193,7 @@ def test_temperature_changes_the_logprobs_the_learner_trains_on():
     sample = varied_samples(1, seed=4, temperatures=(0.6,))[0]
     with torch.no_grad():
         lp, _ = policy.response_logprobs(model, pack([sample]))
-        at_one, _ = policy.response_logprobs(
-            model,
-            pack(
-                [
-                    TrainSample(
-                        sample.prompt_token_ids,
-                        sample.response_token_ids,
-                        sample.behaviour_logprobs,
-                        0.0,
-                    )
-                ]
-            ),
-        )
+        at_one, _ = policy.response_logprobs(model, pack([replace(sample, temperature=1.0)]))
     torch.testing.assert_close(lp, alone_logprobs(model, sample), rtol=0, atol=2e-5)
     assert (lp - at_one).abs().max() > 1e-2
 
@@ -253,6 +242,6 @@ def test_activation_checkpointing_keeps_the_gradients():
 def test_samples_the_learner_cannot_reproduce_are_rejected(change, message):
     good = TrainSample([1, 2], [3, 4], [-1.0, -2.0], advantage=0.5, temperature=0.6)
     validate_samples([good], TINY_VOCAB)
-    bad = TrainSample(**{**{f: getattr(good, f) for f in good.__slots__}, **change})
+    bad = replace(good, **change)
     with pytest.raises(InvalidSampleError, match=message):
         validate_samples([good, bad], TINY_VOCAB)
