@@ -182,7 +182,8 @@ def learner_estimate(
     config: AZRConfig, shape: ModelShape, gpu_gib: float = H100_GIB, tokens: int | None = None
 ) -> Estimate:
     """One learner rank at a micro-batch of ``tokens`` (default: the config's budget, or
-    ``max_model_len`` when longer, since one sequence always fits a micro-batch of its own)."""
+    ``max_model_len`` when longer, since one sequence always fits a micro-batch of its own).
+    ``learner.device`` cuda or auto is sized as a GPU rank (bf16 compute), cpu as fp32."""
     le = config.learner
     gpu = le.device != "cpu"
     c = 2 if gpu else 4

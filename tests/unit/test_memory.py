@@ -94,7 +94,8 @@ def test_shipped_gpu_configs_fit_their_estimate(name):
         f"KV cache (to {config.rollout.gpu_memory_utilization:.2f} of the GPU)"
     ]
     # Room for far more than one full-length sequence per engine.
-    assert kv > 32 * config.rollout.max_model_len * kv_bytes_per_token(shape, 2, 2)
+    per_token = kv_bytes_per_token(shape, config.rollout.tensor_parallel_size, 2)
+    assert kv > 32 * config.rollout.max_model_len * per_token
 
 
 def test_shape_from_config_json_or_known_names(tmp_path):
