@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -36,6 +37,10 @@ DEFAULT_BANNED_MODULES = [
 ]  # fmt: skip
 EVAL_BENCHMARKS = ("cruxeval-o", "cruxeval-i", "humaneval")
 """The benchmarks `azr eval` knows by name (files: code:FILE.jsonl, math:FILE.jsonl)."""
+# vLLM samples greedily below this temperature (its _SAMPLING_EPS) and then reports logprobs
+# of the untempered distribution: such samples have no behaviour policy the learner can match.
+MIN_TRAINING_TEMPERATURE = 1e-5
+
 DEFAULT_BANNED_BUILTINS = [
     "__import__", "eval", "exec", "compile", "open", "input", "breakpoint", "globals", "locals",
     "vars", "getattr", "setattr", "delattr", "memoryview", "help", "exit", "quit",
@@ -156,6 +161,26 @@ class RolloutConfig(Section):
     def reserved_cpus(self) -> float:
         """Ray CPUs one CPU rollout actor reserves."""
         return self.cpu_threads if self.num_cpus is None else self.num_cpus
+
+    @field_validator("propose", "solve")
+    @classmethod
+    def _trainable_sampling(cls, sampling: SamplingConfig, info: ValidationInfo) -> SamplingConfig:
+        """Training generations must come from a distribution the learner reproduces exactly,
+        softmax(logits / T) over the whole vocabulary: the importance ratio divides by it."""
+        where = f"rollout.{info.field_name}"
+        if sampling.temperature < MIN_TRAINING_TEMPERATURE:
+            raise ValueError(
+                f"{where}.temperature = {sampling.temperature}: training generations need a "
+                f"temperature >= {MIN_TRAINING_TEMPERATURE} (vLLM samples greedily below it, and "
+                "greedy samples have no behaviour distribution to train on)"
+            )
+        if sampling.top_p != 1.0:
+            raise ValueError(
+                f"{where}.top_p = {sampling.top_p}: training generations need top_p = 1.0 (the "
+                "rollout's logprobs after nucleus truncation and renormalisation are of a "
+                "distribution the learner does not reproduce; set the temperature instead)"
+            )
+        return sampling
 
 
 class DockerConfig(Section):
@@ -284,7 +309,17 @@ class LearnerConfig(Section):
     advantage_eps: float = Field(1e-6, gt=0)
     """ε in A = (r − mean_g) / (std_g + ε)."""
     micro_batch_tokens: int = Field(8192, ge=64)
-    """Token budget of one micro-batch (gradient accumulation splits the batch by it)."""
+    """Real tokens (prompt + response) packed into one micro-batch, without padding: the
+    sequences are concatenated in one row with restarting positions (gradient accumulation
+    splits the batch by it; a longer sequence forms a micro-batch of its own)."""
+    logprob_chunk_tokens: int = Field(1024, ge=1)
+    """Response tokens whose full-vocabulary fp32 logits exist at once, in forward and in
+    backward (recomputed there): logits memory is bounded by chunk × vocabulary × 4 bytes,
+    ~0.6 GB at 1024 × 151,936, however large the micro-batch."""
+    activation_checkpointing: bool = False
+    """Keep only each decoder layer's input in forward and recompute the layer in backward:
+    activation memory drops to ~one layer's worth for ~1/3 more compute. On in the GPU
+    configs."""
     sync_bucket_mb: int = Field(64, ge=1)
     """Size of one weight-sync bucket streamed to the rollout actors."""
     gpus_per_worker: float = Field(1.0, ge=0)

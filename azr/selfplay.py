@@ -87,7 +87,9 @@ class Services:
     None = ``rollout.max_model_len``."""
 
 
-def _trajectories(task: TaskType, role: Role, generations: Sequence[Any]) -> list[Trajectory]:
+def _trajectories(
+    task: TaskType, role: Role, generations: Sequence[Any], sampling: SamplingConfig
+) -> list[Trajectory]:
     out = []
     for generation in generations:
         for completion in generation.completions:
@@ -100,6 +102,8 @@ def _trajectories(task: TaskType, role: Role, generations: Sequence[Any]) -> lis
                     logprobs=list(completion.logprobs),
                     policy_version=completion.policy_version,
                     text=completion.text,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
                 )
             )
     return out
@@ -244,13 +248,12 @@ class StepRunner:
         # n completions per prompt, each its own proposal: ceil(B / n) prompts give B.
         prompt_sets = {t: self.proposer_prompts(t, math.ceil(batch / sampling.n)) for t in tasks}
         flat = [(t, p, src) for t in tasks for p, src in prompt_sets[t]]
-        generations = self._generate(
-            [p for _, p, _ in flat], with_seed(sampling, self._request_seed(step, 1)), "propose"
-        )
+        sampling = with_seed(sampling, self._request_seed(step, 1))
+        generations = self._generate([p for _, p, _ in flat], sampling, "propose")
         proposals: list[Proposal] = []
         kept: Counter[TaskType] = Counter()
         for (task, _, source), generation in zip(flat, generations, strict=True):
-            for trajectory in _trajectories(task, Role.PROPOSE, [generation]):
+            for trajectory in _trajectories(task, Role.PROPOSE, [generation], sampling):
                 if kept[task] == batch:
                     break
                 kept[task] += 1
@@ -356,11 +359,10 @@ class StepRunner:
                 prompts.append(prompt)
         # One prompt per sample (not n per prompt): one request shape for the whole round,
         # and per-prompt seeds make every Monte-Carlo sample reproducible on resume.
-        generations = self._generate(
-            prompts, with_seed(self.config.rollout.solve, self._request_seed(step, 2), n=1), "solve"
-        )
+        sampling = with_seed(self.config.rollout.solve, self._request_seed(step, 2), n=1)
+        generations = self._generate(prompts, sampling, "solve")
         solves = [
-            Solve(task, item, _trajectories(task, Role.SOLVE, [generation])[0])
+            Solve(task, item, _trajectories(task, Role.SOLVE, [generation], sampling)[0])
             for (task, item, _), generation in zip(jobs, generations, strict=True)
         ]
         self.score(solves)
@@ -428,6 +430,8 @@ class StepRunner:
                 task=t.task,
                 role=t.role,
                 policy_version=t.policy_version,
+                temperature=t.temperature,
+                top_p=t.top_p,
             )
             for t, a in zip(trajectories, advantages, strict=True)
             if t.token_ids

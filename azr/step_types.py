@@ -34,6 +34,10 @@ class Trajectory:
     policy_version: int
     text: str
     reward: float = 0.0
+    temperature: float = 1.0
+    """Sampling temperature it was drawn at (the learner's logprobs must use the same)."""
+    top_p: float = 1.0
+    """Nucleus mass it was drawn with."""
 
 
 @dataclass

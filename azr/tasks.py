@@ -151,3 +151,10 @@ class TrainSample:
     role: Role | None = None
     policy_version: int = 0
     """Policy version of the rollout weights that sampled the response."""
+    temperature: float = 1.0
+    """Sampling temperature the response was drawn at: the behaviour logprobs are of the
+    distribution softmax(logits / temperature), so the learner scales its logits by it too."""
+    top_p: float = 1.0
+    """Nucleus mass it was drawn with; the learner trains only on 1.0 (the full distribution)."""
+    top_k: int = 0
+    """Top-k it was drawn with; 0 = off (the full vocabulary), the only value the learner takes."""

@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
 from azr.config import CONFIG_DIR, ConfigError, dump_config, load_config
+from azr.memory import H100_GIB, MemoryEstimateError, memory_report
 
 REPO_ROOT = CONFIG_DIR.parent
 
@@ -32,6 +33,13 @@ def _config_show(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     if args.plan:
         return _print_plan(config, args.cluster)
+    if args.memory:
+        try:
+            print(memory_report(config, args.gpu_gib))
+        except MemoryEstimateError as exc:
+            print(f"azr: {exc}", file=sys.stderr)
+            return 2
+        return 0
     sys.stdout.write(dump_config(config))
     return 0
 
@@ -81,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--cluster",
         default=str(REPO_ROOT / "ray_cluster.yaml"),
         help="Ray cluster launcher file for --plan (default: the repo's ray_cluster.yaml)",
+    )
+    show.add_argument(
+        "--memory",
+        action="store_true",
+        help="print the per-GPU memory estimate of the learner and the rollout instead",
+    )
+    show.add_argument(
+        "--gpu-gib", type=float, default=H100_GIB, help="GPU memory for --memory (H100 80GB)"
     )
     show.add_argument("overrides", nargs="*", metavar="section.key=value")
     show.set_defaults(func=_config_show)

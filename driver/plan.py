@@ -16,9 +16,18 @@ from typing import Any
 import yaml
 
 from azr.config import AZRConfig
+from azr.memory import (
+    GIB as BYTES_PER_GIB,
+)
+from azr.memory import (
+    MemoryEstimateError,
+    learner_estimate,
+    model_shape,
+    rollout_estimate,
+)
 from executor_pool.docker_sandbox import container_memory_mb
 
-GIB = 1 << 30
+GIB = BYTES_PER_GIB
 RAY_RESERVE_GIB = 4.0
 """Memory a node keeps for Ray itself (raylet, object store headroom, the OS)."""
 
@@ -33,11 +42,11 @@ class NodeShape:
 
 # What Ray's AWS provider reports for the instance types our cluster file and users pick.
 INSTANCE_TYPES: dict[str, NodeShape] = {
-    "p5.48xlarge": NodeShape(192, 2048, 8, 80),
+    "p5.48xlarge": NodeShape(192, 2048, 8, 79.6),
     "p5e.48xlarge": NodeShape(192, 2048, 8, 141),
     "p5en.48xlarge": NodeShape(192, 2048, 8, 141),
     "p4d.24xlarge": NodeShape(96, 1152, 8, 40),
-    "p4de.24xlarge": NodeShape(96, 1152, 8, 80),
+    "p4de.24xlarge": NodeShape(96, 1152, 8, 79.6),
     "g6e.48xlarge": NodeShape(192, 1536, 8, 48),
     "c7i.4xlarge": NodeShape(16, 32),
     "c7i.8xlarge": NodeShape(32, 64),
@@ -154,6 +163,11 @@ def plan_run(config: AZRConfig, cluster: dict[str, Any]) -> RunPlan:
             f"{have}: raise min_workers to at least {-(-int(need) // per_node)} nodes",
         )
 
+    # Memory per GPU (azr.memory's upper-bound estimate) and what one weight sync moves.
+    gpu_gib = min((n.shape.gpu_memory_gib for n in gpu_nodes), default=0.0)
+    if gpu_nodes and gpu_gib:
+        lines += _memory_and_sync(config, gpu_gib, shortfalls)
+
     # Executors: per_node containers on every node offering executor.resource.
     executor_nodes = [n for n in nodes if ex.resource is None or n.labels.get(ex.resource, 0) > 0]
     if ex.backend == "docker":
@@ -198,6 +212,39 @@ def plan_run(config: AZRConfig, cluster: dict[str, Any]) -> RunPlan:
             f"  {node.name} [{node.shape.cpus} CPUs, {node.shape.memory_gib:g} GiB{used}]: {placed}"
         )
     return RunPlan(nodes, lines, shortfalls)
+
+
+def _memory_and_sync(config: AZRConfig, gpu_gib: float, shortfalls: list[str]) -> list[str]:
+    """The learner's and the rollout's per-GPU estimate on ``gpu_gib`` GPUs, and the bytes of
+    one weight sync; a learner estimate above the GPU is a shortfall."""
+    try:
+        shape = model_shape(config)
+    except MemoryEstimateError as exc:
+        return [f"memory: no estimate ({exc})"]
+    learner = learner_estimate(config, shape, gpu_gib)
+    rollout = rollout_estimate(config, shape, gpu_gib)
+    gpu = learner.gpu_bytes
+    lines = [
+        f"memory per GPU ({gpu_gib:g} GiB, {shape.name}): learner {learner.total / GIB:.1f} GiB "
+        f"({100 * learner.total / gpu:.0f}%), rollout {rollout.total / GIB:.1f} GiB with the KV "
+        f"cache ({rollout.notes[0]}); details: azr config show --memory"
+    ]
+    if learner.total > gpu:
+        shortfalls.append(
+            f"a learner rank needs ~{learner.total / GIB:.1f} GiB, the GPU has {gpu_gib:g} GiB: "
+            "lower learner.micro_batch_tokens, turn on learner.activation_checkpointing or add "
+            "learner workers"
+        )
+    if any("NO ROOM" in note for note in rollout.notes):
+        shortfalls.append(f"rollout: {rollout.notes[-1]}")
+    # The engines' dtype on the wire (learner.group.wire_dtype): bf16 halves fp32's bytes.
+    wire = config.rollout.dtype if config.rollout.dtype in ("bfloat16", "float16") else "float32"
+    sync_bytes = shape.parameters * (2 if wire != "float32" else 4)
+    lines.append(
+        f"weight sync: {sync_bytes / 1e9:.1f} GB per sync in {wire} from learner rank 0 to "
+        f"{config.rollout.num_actors} engines (NCCL broadcast)"
+    )
+    return lines
 
 
 def _gpu_summary(nodes: list[NodePlan]) -> str:

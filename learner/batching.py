@@ -1,18 +1,27 @@
-"""From `TrainSample`s to padded tensors: validation, rank split, micro-batches by token budget.
+"""From `TrainSample`s to packed tensors: validation, rank split, micro-batches by token budget.
 
-The plan is made once, on the driver side (`LearnerGroup`), so every rank runs the *same
-number* of micro-batches: each forward/backward of an FSDP2 model is a collective (all-gather,
-reduce-scatter), and a rank that ran one pass fewer would hang the others. Ranks with less
-work get empty micro-batches, which the worker runs as a zero-weight pass.
+Invariants:
+
+* **No padding.** A micro-batch is one row: its sequences concatenated, position ids restarting
+  at 0 for each. The model sees the restarts and attends within each sequence only (transformers
+  builds a block-diagonal causal mask from restarting position ids when no attention mask and no
+  cache are given; `learner.logprobs` calls it that way, tests prove the boundaries hold).
+* **Real-token budget.** A micro-batch holds at most ``token_budget`` real tokens; a sequence
+  longer than the budget forms a micro-batch of its own.
+* **Same depth on every rank.** The plan is made once, on the driver side (`LearnerGroup`), so
+  every rank runs the same number of micro-batches: each forward/backward of an FSDP2 model is a
+  collective (all-gather, reduce-scatter), and a rank that ran one pass fewer would hang the
+  others. Ranks with less work get empty micro-batches, run as a zero-weight pass.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
+from azr.config import MIN_TRAINING_TEMPERATURE
 from azr.tasks import TrainSample
 
 
@@ -40,6 +49,16 @@ def validate_samples(
             )
         if not math.isfinite(s.advantage):
             raise InvalidSampleError(f"sample {i}: advantage {s.advantage!r} is not finite")
+        if not (math.isfinite(s.temperature) and s.temperature >= MIN_TRAINING_TEMPERATURE):
+            raise InvalidSampleError(
+                f"sample {i}: temperature {s.temperature!r} (greedy or invalid samples have no "
+                "behaviour distribution to train on)"
+            )
+        if s.top_p != 1.0 or s.top_k != 0:
+            raise InvalidSampleError(
+                f"sample {i}: drawn with top_p={s.top_p}, top_k={s.top_k}; the learner "
+                "reproduces only the full distribution (top_p=1.0, top_k=0)"
+            )
         if any(not math.isfinite(lp) or lp > 0 for lp in s.behaviour_logprobs):
             raise InvalidSampleError(f"sample {i}: behaviour logprobs must be finite and <= 0")
         if max_length is not None and sample_length(s) > max_length:
@@ -52,6 +71,7 @@ def validate_samples(
 
 
 def sample_length(s: TrainSample) -> int:
+    """Tokens the sample occupies in a packed micro-batch (prompt + response)."""
     return len(s.prompt_token_ids) + len(s.response_token_ids)
 
 
@@ -61,9 +81,9 @@ def plan_micro_batches(
     """Split sample indices into ``plan[rank][micro_batch] = [sample indices]``.
 
     Samples go to ranks longest-first onto the least-loaded rank (balances tokens). On each
-    rank, length-sorted samples are packed while ``count × longest ≤ token_budget`` (the
-    padded size of the micro-batch). A single sample longer than the budget forms its own
-    micro-batch. Every rank gets the same number of micro-batches (empty lists pad it).
+    rank they are packed first-fit, longest first, into micro-batches of at most
+    ``token_budget`` real tokens (a sample longer than the budget travels alone). Every rank
+    gets the same number of micro-batches (empty lists pad it).
     """
     loads = [0] * world_size
     per_rank: list[list[int]] = [[] for _ in range(world_size)]
@@ -73,19 +93,17 @@ def plan_micro_batches(
         loads[rank] += lengths[i]
     plan: list[list[list[int]]] = []
     for indices in per_rank:
-        micro: list[list[int]] = []
-        current: list[int] = []
-        longest = 0
-        for i in sorted(indices, key=lambda i: (lengths[i], i)):
-            new_longest = max(longest, lengths[i])
-            if current and (len(current) + 1) * new_longest > token_budget:
-                micro.append(current)
-                current, new_longest = [], lengths[i]
-            current.append(i)
-            longest = new_longest
-        if current:
-            micro.append(current)
-        plan.append(micro)
+        bins: list[list[int]] = []
+        room: list[int] = []
+        for i in indices:  # already longest first
+            slot = next((b for b, free in enumerate(room) if lengths[i] <= free), None)
+            if slot is None:
+                bins.append([i])
+                room.append(token_budget - lengths[i])
+            else:
+                bins[slot].append(i)
+                room[slot] -= lengths[i]
+        plan.append(bins)
     depth = max(1, max(len(m) for m in plan))
     for micro in plan:
         micro.extend([] for _ in range(depth - len(micro)))
@@ -93,49 +111,73 @@ def plan_micro_batches(
 
 
 @dataclass
-class MicroBatch:
-    """Right-padded tensors of one micro-batch; position t predicts token t + 1.
+class PackedMicroBatch:
+    """One micro-batch as a single row of concatenated sequences, plus its response tokens.
 
-    No attention mask is needed: padding is on the right only and attention is causal, so a
-    real token never attends to a pad, and default position ids are the true positions.
+    Per-token tensors (``targets`` … ``weights``) cover response tokens only, in order:
+    ``target_positions[k]`` is the row position whose hidden state predicts ``targets[k]``.
     """
 
     input_ids: torch.Tensor
-    """(B, L) token ids, padded with 0."""
+    """(1, L) the sequences' tokens, back to back."""
+    position_ids: torch.Tensor
+    """(1, L) 0, 1, … restarting at every sequence: the attention boundaries."""
+    target_positions: torch.Tensor
+    """(N,) long: row index of the hidden state that predicts response token k."""
     targets: torch.Tensor
-    """(B, L − 1) = input_ids[:, 1:]."""
-    response_mask: torch.Tensor
-    """(B, L − 1) 1.0 where targets[b, t] is a response token."""
+    """(N,) long: the response tokens."""
     behaviour_logprobs: torch.Tensor
-    """(B, L − 1) rollout logprob of targets[b, t] on response positions, 0 elsewhere."""
+    """(N,) fp32: the rollout engine's logprob of each response token."""
     advantages: torch.Tensor
-    """(B,) one advantage per sequence."""
+    """(N,) fp32: its sequence's advantage."""
+    temperature: torch.Tensor
+    """(N,) fp32: the temperature its sequence was sampled at."""
+    weights: torch.Tensor
+    """(N,) fp32: 1.0 on real tokens, 0.0 in the placeholder of an empty micro-batch."""
 
     @property
     def num_tokens(self) -> int:
-        return int(self.response_mask.sum().item())
+        """Real response tokens (those the loss counts)."""
+        return int(self.weights.sum().item())
+
+    def to(self, device: str | torch.device) -> PackedMicroBatch:
+        return PackedMicroBatch(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
-def collate(samples: list[TrainSample]) -> MicroBatch:
-    """Pad ``samples`` into a `MicroBatch` (fp32 logprobs and advantages)."""
-    length = max(sample_length(s) for s in samples)
-    batch = len(samples)
-    input_ids = torch.zeros(batch, length, dtype=torch.long)
-    mask = torch.zeros(batch, length - 1, dtype=torch.float32)
-    behaviour = torch.zeros(batch, length - 1, dtype=torch.float32)
-    for b, s in enumerate(samples):
-        p, r = len(s.prompt_token_ids), len(s.response_token_ids)
-        input_ids[b, :p] = torch.tensor(s.prompt_token_ids, dtype=torch.long)
-        input_ids[b, p : p + r] = torch.tensor(s.response_token_ids, dtype=torch.long)
-        # Target index t holds token t + 1: response token j sits at target p − 1 + j.
-        mask[b, p - 1 : p - 1 + r] = 1.0
-        behaviour[b, p - 1 : p - 1 + r] = torch.tensor(s.behaviour_logprobs, dtype=torch.float32)
-    advantages = torch.tensor([s.advantage for s in samples], dtype=torch.float32)
-    return MicroBatch(input_ids, input_ids[:, 1:], mask, behaviour, advantages)
+def pack(samples: list[TrainSample]) -> PackedMicroBatch:
+    """Concatenate ``samples`` into one `PackedMicroBatch` (no padding anywhere)."""
+    ids: list[int] = []
+    positions: list[int] = []
+    target_positions: list[int] = []
+    targets: list[int] = []
+    behaviour: list[float] = []
+    advantages: list[float] = []
+    temperature: list[float] = []
+    for s in samples:
+        start, p, r = len(ids), len(s.prompt_token_ids), len(s.response_token_ids)
+        ids += s.prompt_token_ids
+        ids += s.response_token_ids
+        positions += range(p + r)
+        # Response token j sits at row index start + p + j; the position before predicts it.
+        target_positions += range(start + p - 1, start + p - 1 + r)
+        targets += s.response_token_ids
+        behaviour += s.behaviour_logprobs
+        advantages += [s.advantage] * r
+        temperature += [s.temperature] * r
+    return PackedMicroBatch(
+        input_ids=torch.tensor([ids], dtype=torch.long),
+        position_ids=torch.tensor([positions], dtype=torch.long),
+        target_positions=torch.tensor(target_positions, dtype=torch.long),
+        targets=torch.tensor(targets, dtype=torch.long),
+        behaviour_logprobs=torch.tensor(behaviour, dtype=torch.float32),
+        advantages=torch.tensor(advantages, dtype=torch.float32),
+        temperature=torch.tensor(temperature, dtype=torch.float32),
+        weights=torch.ones(len(targets), dtype=torch.float32),
+    )
 
 
-def empty_micro_batch() -> MicroBatch:
-    """A one-sequence, zero-weight batch: keeps a rank with no samples in the collectives."""
-    input_ids = torch.zeros(1, 2, dtype=torch.long)
-    zeros = torch.zeros(1, 1, dtype=torch.float32)
-    return MicroBatch(input_ids, input_ids[:, 1:], zeros, zeros.clone(), torch.zeros(1))
+def empty_micro_batch() -> PackedMicroBatch:
+    """A two-token, zero-weight batch: keeps a rank with no samples in the collectives."""
+    placeholder = pack([TrainSample([0], [0], [0.0], advantage=0.0)])
+    placeholder.weights.zero_()
+    return placeholder

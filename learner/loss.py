@@ -41,10 +41,11 @@ def clipped_policy_loss(
     """Clipped policy-gradient loss of one micro-batch, normalised by the global token count.
 
     Args:
-        logprobs: learner log-probabilities of the response tokens, shape (B, T), with grad.
-        behaviour_logprobs: rollout engine log-probabilities of the same tokens, (B, T).
-        advantages: one advantage per sequence, shape (B,); applied to every token.
-        mask: 1.0 on response tokens, 0.0 on prompt/padding positions, (B, T).
+        logprobs: learner log-probabilities of the response tokens, with grad; any shape
+            (the learner passes its packed (N,) tokens).
+        behaviour_logprobs: rollout engine log-probabilities of the same tokens.
+        advantages: each token's advantage (its sequence's), broadcastable to ``logprobs``.
+        mask: weight of each token in the sums: 1.0 on response tokens, 0.0 elsewhere.
         clip_ratio: ε of the ratio clip, applied on both sides: [1 − ε, 1 + ε].
         global_token_count: response tokens in the whole step's batch (all micro-batches,
             all ranks); see the module docstring.
@@ -54,7 +55,7 @@ def clipped_policy_loss(
     mask = mask.to(logprobs.dtype)
     log_ratio = (logprobs - behaviour_logprobs) * mask
     ratio = torch.exp(log_ratio)
-    adv = advantages.to(logprobs.dtype).unsqueeze(-1)
+    adv = advantages.to(logprobs.dtype)
     unclipped = -adv * ratio
     clipped = -adv * torch.clamp(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio)
     # max of the two losses = min of the two surrogate objectives (the PPO pessimistic bound).
@@ -71,24 +72,3 @@ def clipped_policy_loss(
             mismatch_kl=(k3 * mask).sum() / global_token_count,
             ratio_mean=(ratio * mask).sum() / global_token_count,
         )
-
-
-def token_logprobs_and_entropy(
-    logits: torch.Tensor, targets: torch.Tensor, with_entropy: bool = True
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probability of each target token and the policy entropy at that position.
-
-    ``logits[b, t]`` is the distribution that predicted ``targets[b, t]``. Computed in fp32
-    (bf16 log-softmax over a large vocabulary loses the precision the ratio needs). The
-    entropy is detached: it is a metric, not part of the loss.
-    """
-    logits = logits.float()
-    log_z = torch.logsumexp(logits, dim=-1)
-    target_logits = torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1)
-    logprobs = target_logits - log_z
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            probs = torch.softmax(logits, dim=-1)
-            entropy = log_z - (probs * logits).sum(-1)
-    return logprobs, entropy

@@ -28,7 +28,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import FSDPModule
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from azr.config import LearnerConfig
@@ -36,9 +36,8 @@ from azr.logs import route_process_output
 from azr.models import resolve_model
 from azr.tasks import TrainSample
 from learner import checkpoint as ckpt
-from learner import shard_sync
-from learner.batching import MicroBatch, collate, empty_micro_batch
-from learner.loss import clipped_policy_loss, token_logprobs_and_entropy
+from learner import policy, shard_sync
+from learner.batching import empty_micro_batch, pack
 from learner.metrics import LearnerMetrics
 from learner.nccl_sync import Meta, NCCLWeightSender, parameter_metas
 from learner.weight_buckets import split_into_buckets
@@ -115,7 +114,10 @@ class LearnerWorker:
             else:
                 first_name[id(param)] = name
         model.to(self.device)
-        self.model = self._shard(model)
+        if self.config.activation_checkpointing:
+            policy.enable_activation_checkpointing(model)
+        self.model = policy.shard(model, self.device)
+        policy.install_response_forward(self.model, self.config.logprob_chunk_tokens)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=self.config.lr,
@@ -124,31 +126,7 @@ class LearnerWorker:
         )
         return {"parameters": sum(p.numel() for p in model.parameters())}
 
-    def _shard(self, model: torch.nn.Module) -> torch.nn.Module:
-        """fully_shard each decoder layer, then the root (embeddings, norm, head)."""
-        mp = (
-            MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-            if self.device == "cuda"
-            else MixedPrecisionPolicy()
-        )
-        layer_classes = set(getattr(model, "_no_split_modules", None) or [])
-        for module in model.modules():
-            if type(module).__name__ in layer_classes:
-                fully_shard(module, mp_policy=mp)
-        fully_shard(model, mp_policy=mp)
-        for module in model.modules():
-            if isinstance(module, FSDPModule):
-                # SUM the rank gradients: each rank's loss is already ÷ the global token count.
-                module.set_force_sum_reduction_for_comms(True)
-                module.set_gradient_divide_factor(1.0)
-        return model
-
     # -- training ---------------------------------------------------------------------------
-
-    def _forward(self, batch: MicroBatch, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        input_ids = batch.input_ids.to(self.device)
-        logits = self.model(input_ids=input_ids, use_cache=False).logits[:, :-1]
-        return token_logprobs_and_entropy(logits, batch.targets.to(self.device), with_entropy)
 
     def train_step(
         self, micro_batches: list[list[TrainSample]], global_token_count: int
@@ -164,24 +142,14 @@ class LearnerWorker:
         self.optimizer.zero_grad(set_to_none=True)
         sums = dict.fromkeys(("loss", "entropy", "clip_fraction", "mismatch_kl"), 0.0)
         for i, samples in enumerate(micro_batches):
-            batch = collate(samples) if samples else empty_micro_batch()
+            batch = (pack(samples) if samples else empty_micro_batch()).to(self.device)
             # Reduce-scatter only after the last micro-batch; until then grads accumulate.
             self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
-            logprobs, entropy = self._forward(batch, with_entropy=True)
-            mask = batch.response_mask.to(self.device)
-            terms = clipped_policy_loss(
-                logprobs,
-                batch.behaviour_logprobs.to(self.device),
-                batch.advantages.to(self.device),
-                mask,
-                self.config.clip_ratio,
-                global_token_count,
+            terms = policy.backward_micro_batch(
+                self.model, batch, self.config.clip_ratio, global_token_count
             )
-            terms.loss.backward()
-            sums["loss"] += terms.loss.item()
-            sums["clip_fraction"] += terms.clip_fraction.item()
-            sums["mismatch_kl"] += terms.mismatch_kl.item()
-            sums["entropy"] += ((entropy * mask).sum() / global_token_count).item()
+            for key, value in terms.items():
+                sums[key] += value
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
@@ -200,7 +168,8 @@ class LearnerWorker:
 
     @torch.no_grad()
     def logprobs(self, token_ids: list[list[int]]) -> list[list[float]]:
-        """log p(token t | tokens < t) for t = 1 .. n−1 of each sequence (n−1 values each).
+        """log p(token t | tokens < t) for t = 1 .. n−1 of each sequence (n−1 values each), at
+        temperature 1 (the raw distribution, as the rollout engine's prompt logprobs).
 
         Every rank runs every sequence (FSDP forward is a collective); only rank 0's answer
         is used. A diagnostic path (weight-sync checks), not a training path.
@@ -208,10 +177,9 @@ class LearnerWorker:
         self.model.eval()
         out = []
         for ids in token_ids:
-            batch = torch.tensor([ids], dtype=torch.long)
-            logits = self.model(input_ids=batch.to(self.device), use_cache=False).logits[:, :-1]
-            lp, _ = token_logprobs_and_entropy(logits, batch[:, 1:].to(self.device), False)
-            out.append(lp[0].double().cpu().tolist())
+            whole = TrainSample(ids[:1], ids[1:], [0.0] * (len(ids) - 1), advantage=0.0)
+            lp, _ = policy.response_logprobs(self.model, pack([whole]).to(self.device))
+            out.append(lp.double().cpu().tolist())
         self._reshard()
         return out
 

@@ -17,11 +17,11 @@ import socket
 import pytest
 import torch
 from support.learner import TINY_VOCAB, build_tiny_qwen2, fixed_batch
+from support.padded_path import token_logprobs_and_entropy
 from transformers import AutoModelForCausalLM
 
 from azr.config import LearnerConfig
 from learner.group import LearnerGroup
-from learner.loss import token_logprobs_and_entropy
 from learner.nccl_sync import NCCLWeightSender
 from learner.worker import LearnerWorker
 
@@ -69,11 +69,15 @@ def assert_close_lists(got: list[list[float]], want: list[list[float]], atol: fl
         torch.testing.assert_close(torch.tensor(g), torch.tensor(w), rtol=0, atol=atol)
 
 
-def test_fsdp2_on_cuda_learns_and_checkpoints_in_fp32(ray_cluster, tiny_model, tmp_path):
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "activation_ckpt"])
+def test_fsdp2_on_cuda_learns_and_checkpoints_in_fp32(
+    ray_cluster, tiny_model, tmp_path, checkpointing
+):
     import ray
 
     assert ray.cluster_resources().get("GPU", 0) >= 1, "Ray does not see the GPU"
-    group = LearnerGroup(tiny_model, cuda_config(), seed=0)
+    config = cuda_config(activation_checkpointing=checkpointing, logprob_chunk_tokens=16)
+    group = LearnerGroup(tiny_model, config, seed=0)
     try:
         assert group.use_gpu
         # bf16 forward of the fp32 checkpoint agrees with an fp32 CPU forward within bf16 error.

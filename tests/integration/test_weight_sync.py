@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,38 @@ def test_mismatch_kl_sees_synced_and_stale_weights(rollout, learner):
     stale = learner.train_step(samples)  # the learner moved on; the samples did not
     assert fresh["mismatch_kl"] < 1e-6
     assert stale["mismatch_kl"] > 100 * max(fresh["mismatch_kl"], 1e-9)
+
+
+def sampled_at(rollout, learner, temperature: float, seed: int) -> list[TrainSample]:
+    """Fresh weights on the rollout, then its own samples at ``temperature`` (labelled so)."""
+    learner.sync_weights(rollout, version=int(learner.version) + 1)
+    sampling = SamplingConfig(n=3, temperature=temperature, top_p=1.0, max_tokens=24, seed=seed)
+    prompts = ["def f(x):\n    return", "assert f(3) ==", "# propose a program\n"]
+    return [
+        TrainSample(
+            g.prompt_token_ids,
+            c.token_ids,
+            c.logprobs,
+            1.0 - 2.0 * (i % 2),
+            temperature=temperature,
+        )
+        for g in rollout.generate(prompts, sampling)
+        for i, c in enumerate(g.completions)
+        if c.token_ids
+    ]
+
+
+@pytest.mark.slow
+def test_mismatch_kl_is_near_zero_at_a_sampling_temperature_below_one(rollout, learner):
+    """configs/tiny.yaml proposes at T = 0.6. The rollout's logprobs are of softmax(logits / T);
+    the learner takes its own at the sample's T, so on fp32 they agree (was 0.02 at T = 1)."""
+    samples = sampled_at(rollout, learner, 0.6, seed=7)
+    assert sum(len(s.response_token_ids) for s in samples) > 40
+    assert learner.train_step(samples)["mismatch_kl"] < 1e-4
+    # The check can fail: the same kind of samples labelled T = 1 (the former learner) do not.
+    samples = sampled_at(rollout, learner, 0.6, seed=8)
+    at_one = [replace(s, temperature=1.0) for s in samples]
+    assert learner.train_step(at_one)["mismatch_kl"] > 1e-3
 
 
 @pytest.mark.slow

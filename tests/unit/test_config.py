@@ -198,3 +198,20 @@ def test_sampling_that_cannot_work_fails_at_load(override, message):
 
 def test_propose_n_above_one_loads():
     assert load_config(overrides=["rollout.propose.n=4"]).rollout.propose.n == 4
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("rollout.propose.temperature=0", "rollout.propose.temperature"),
+        ("rollout.solve.temperature=0.000001", "rollout.solve.temperature"),
+        ("rollout.propose.top_p=0.95", "rollout.propose.top_p"),
+        ("rollout.solve.top_p=0.5", "rollout.solve.top_p"),
+    ],
+)
+def test_training_sampling_the_learner_cannot_reproduce_is_refused(override, named):
+    """Greedy or nucleus-truncated training samples have no behaviour distribution the
+    learner can match; evaluation (not trained on) may be greedy."""
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_config(overrides=[override])
+    assert load_config(overrides=["rollout.eval.temperature=0", "rollout.eval.top_p=0.9"])

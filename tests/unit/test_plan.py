@@ -82,3 +82,19 @@ def test_the_cli_exits_1_with_the_shortfall_and_0_when_it_fits(tmp_path):
     assert "needs 24 GPUs but min_workers of gpu give 16" in short.stdout
     missing = show("--config", str(CONFIG_14B), "--cluster", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and "nope.yaml" in missing.stderr
+
+
+def test_the_plan_carries_the_memory_estimate_and_the_bytes_of_a_sync():
+    plan = plan_run(load_config(CONFIG_14B), load_cluster(CLUSTER))
+    text = "\n".join(plan.lines)
+    assert "memory per GPU (79.6 GiB, Qwen2.5-14B): learner 49.3 GiB (62%)" in text
+    assert "weight sync: 29.5 GB per sync in bfloat16 from learner rank 0 to 4 engines" in text
+    fp32 = plan_run(load_config(CONFIG_14B, ["rollout.dtype=float32"]), load_cluster(CLUSTER))
+    assert any("59.1 GB per sync in float32" in line for line in fp32.lines)
+
+
+def test_a_learner_step_that_cannot_fit_the_gpu_is_a_shortfall():
+    config = load_config(CONFIG_7B, ["learner.micro_batch_tokens=200000"])
+    plan = plan_run(config, load_cluster(CLUSTER))
+    (shortfall,) = plan.shortfalls
+    assert shortfall.startswith("a learner rank needs ~") and "the GPU has 79.6 GiB" in shortfall

@@ -146,7 +146,9 @@ def step_runner(tmp_path, *overrides: str, policy: ScriptedPolicy | None = None)
 
 @pytest.fixture
 def step_output(tmp_path):
-    with step_runner(tmp_path) as (runner, policy, buffers):
+    with step_runner(
+        tmp_path, "rollout.propose.temperature=0.7", "rollout.solve.temperature=1.1"
+    ) as (runner, policy, buffers):
         yield runner.run(step=1), policy, buffers
 
 
@@ -358,3 +360,12 @@ def test_a_budget_too_small_for_the_identity_prompts_fails_at_start(tmp_path):
         step_runner(tmp_path, *small),
     ):
         pass
+
+
+def test_samples_carry_the_sampling_they_were_drawn_with(step_output):
+    """The learner takes its logprobs at each sample's temperature (the rollout's are of
+    softmax(logits / T)); the step must hand over the one each role was sampled at."""
+    output, _, _ = step_output
+    temperatures = {r: {s.temperature for s in output.samples if s.role == r} for r in Role}
+    assert temperatures == {Role.PROPOSE: {0.7}, Role.SOLVE: {1.1}}
+    assert {(s.top_p, s.top_k) for s in output.samples} == {(1.0, 0)}
