@@ -18,7 +18,7 @@ from azr.config import CONFIG_DIR, ConfigError, dump_config, load_config
 REPO_ROOT = CONFIG_DIR.parent
 
 # Subcommand modules beyond `config` and `version`, registered in this order.
-SUBCOMMAND_MODULES = ["executor_pool.cli", "driver.train_cli"]
+SUBCOMMAND_MODULES = ["executor_pool.cli", "driver.train_cli", "driver.report_cli"]
 
 
 def azr_version() -> str:

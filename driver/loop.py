@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import time
@@ -23,11 +22,18 @@ from azr.evaluation import cruxeval_accuracy, eval_subset
 from azr.selfplay import StepRunner
 from azr.step_types import StepOutput
 from azr.tasks import TaskType, Triplet
-from driver.checkpoint import LoopState, latest_checkpoint, restore_loop_state, save_checkpoint
+from driver.checkpoint import (
+    LoopState,
+    latest_checkpoint,
+    restore_loop_state,
+    save_checkpoint,
+    step_of,
+)
 from driver.console import configure_driver_logging
-from driver.runtime import RunFailed, Runtime
+from driver.runtime import BufferClient, RunFailed, Runtime
 from driver.schedule import UpdateResult, UpdateSchedule
 from driver.telemetry import StepTelemetry
+from driver.trackers import Trackers
 
 console = Console(stderr=True)
 
@@ -44,14 +50,16 @@ def train(
         config = claim_run_dir(config)
     run_dir = prepare_run_dir(config, verbose)
     eval_set = cruxeval_eval_set(config)  # a missing eval file fails now, not after start-up
+    restart = latest_checkpoint(Path(resume)) if resume is not None else None
     state = LoopState(rng=random.Random(config.seed))
     with (
+        # metrics.jsonl, TensorBoard, W&B: a resume first sets aside what came after `restart`
+        Trackers.open(config, resumed_at=step_of(restart) if restart else None) as trackers,
         Runtime(config, log_dir=None if verbose else run_dir / "logs") as rt,
-        (run_dir / config.metrics.log_file).open("a") as metrics_log,
         GracefulStop() as stop,
     ):
         # where the run starts: a restored checkpoint, or (optionally) seeded buffers
-        start(config, rt, state, resume)
+        start(config, rt, state, restart)
         runner = StepRunner(config, rt.services, state.rng)
         schedule = UpdateSchedule(
             config.selfplay.mode,
@@ -70,13 +78,13 @@ def train(
                 update = schedule.submit(output)
                 state.step = step
                 record = step_record(step, output, update, state, time.perf_counter() - started)
+                record.update(buffer_sizes(rt.store, runner.task_types))
                 # the periodic CRUXEval check
                 if eval_set and step % config.selfplay.eval_every == 0:
                     record.update(evaluate(rt, config, eval_set))
-                # metrics: Prometheus, the JSONL log, the progress bar
+                # metrics: Prometheus, the trackers (metrics.jsonl ...), the progress bar
                 telemetry.publish(record, output)
-                metrics_log.write(json.dumps(record) + "\n")
-                metrics_log.flush()
+                trackers.log(record)
                 state.history.append(record)
                 bar.update(1)
                 bar.set_postfix_str(progress_line(record, runner.task_types))
@@ -118,13 +126,12 @@ def prepare_run_dir(config: AZRConfig, verbose: bool) -> Path:
     return run_dir
 
 
-def start(config: AZRConfig, rt: Runtime, state: LoopState, resume: str | Path | None) -> None:
+def start(config: AZRConfig, rt: Runtime, state: LoopState, checkpoint: Path | None) -> None:
     """Restore a checkpoint (learner, buffers, loop state) and serve its weights, or, for a
     new run, fill the buffers in the optional seeding phase."""
-    if resume is None:
+    if checkpoint is None:
         seed_buffers(config, StepRunner(config, rt.services, state.rng), rt)
         return
-    checkpoint = latest_checkpoint(Path(resume))
     console.print(f"resuming from {checkpoint}")
     version = rt.restore(checkpoint)
     restore_loop_state(checkpoint, state)
@@ -167,6 +174,11 @@ def step_record(
         record.update(update.record())
     record["learner_idle_fraction"] = max(0.0, 1.0 - state.learner_busy_s / max(state.wall_s, 1e-9))
     return record
+
+
+def buffer_sizes(store: BufferClient, tasks: list[TaskType]) -> dict[str, float]:
+    """Tasks in each buffer after the step (``buffer/<task>/size``)."""
+    return {f"buffer/{task}/size": float(store.size(task)) for task in tasks}
 
 
 def checkpoint(config: AZRConfig, rt: Runtime, state: LoopState, schedule: UpdateSchedule) -> Path:
@@ -220,6 +232,7 @@ def summary(config: AZRConfig, state: LoopState, checkpoint: Path, interrupted: 
         "policy_version": state.version,
         "interrupted": interrupted,
         "checkpoint": str(checkpoint),
+        "run_dir": str(config.run_dir),
         "metrics_log": str(config.run_dir / config.metrics.log_file),
         "logs": str(config.run_dir / "logs"),
         "learner_idle_fraction": history[-1]["learner_idle_fraction"] if history else None,
