@@ -1,138 +1,29 @@
-"""Figures and a markdown report drawn from the ``metrics.jsonl`` of one or more runs.
+"""Figures and a markdown report drawn from the step records of one or more runs.
 
-`read_run` never raises on bad input: a missing or empty run directory, a truncated or garbage
-line, a record without a step become `Run.problems` (each naming its file and line) and every
-readable record is still drawn. `write_report` draws each figure whose metrics any run has,
-several runs overlaid (one colour per run, legend = run name), and writes ``report.md`` that
-embeds them above a table of each metric's first and last value per run. matplotlib is imported
-only to draw, on its Agg backend (no display needed).
+`write_report` draws each figure whose metrics any run has, several runs overlaid (a colour and
+a line style per run, legend = run name), and writes ``report.md`` that embeds them above a
+table of each metric's first and last value per run and the problems met reading the runs
+(`driver.run_metrics`: bad input is named, never fatal). matplotlib is imported only to draw,
+on its Agg backend (no display needed).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from driver.run_metrics import Run, read_runs
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LOG_FILE = "metrics.jsonl"
 TASK_ORDER = ("deduction", "abduction", "induction")
 ROLES = ("propose", "solve")
 LEARNER_KEYS = ("entropy", "clip_fraction", "mismatch_kl", "loss", "grad_norm")
-
-
-@dataclass
-class Run:
-    """One run's metrics: a record per step, in step order."""
-
-    name: str
-    """Legend label: the run directory's name (made unique among the runs of a report)."""
-    path: Path
-    records: list[dict[str, float]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    def keys(self) -> set[str]:
-        return {key for record in self.records for key in record}
-
-    def series(self, key: str) -> tuple[list[int], list[float]]:
-        """Steps and values of ``key`` (only the steps that have it: eval keys are sparse)."""
-        pairs = [(int(r["step"]), r[key]) for r in self.records if key in r]
-        return [s for s, _ in pairs], [v for _, v in pairs]
-
-
-def metrics_file(run_dir: Path) -> Path:
-    """The run's metrics log: ``metrics.log_file`` of its config.yaml, else metrics.jsonl."""
-    log_file = DEFAULT_LOG_FILE
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        log_file = str(config["metrics"]["log_file"])
-    except (OSError, yaml.YAMLError, TypeError, KeyError):
-        pass
-    return run_dir / log_file
-
-
-def read_run(path: Path) -> Run:
-    """The records of a run directory (or of a metrics file given directly); problems noted."""
-    path = Path(path)
-    name = path.stem if path.is_file() else path.name
-    run = Run(name=name or str(path), path=path)
-    if not path.exists():
-        run.problems.append(f"{path}: no such run directory")
-        return run
-    file = path if path.is_file() else metrics_file(path)
-    if not file.exists():
-        run.problems.append(f"{file}: missing (not a run directory, or no step finished yet)")
-        return run
-    by_step: dict[int, dict[str, float]] = {}
-    counts: Counter[int] = Counter()
-    with file.open(encoding="utf-8", errors="replace") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            record, problem = _parse_record(line)
-            if problem:
-                run.problems.append(f"{file}:{number}: {problem}: line skipped")
-                continue
-            step = int(record["step"])
-            by_step[step] = record
-            counts[step] += 1
-    repeated = sorted(step for step, n in counts.items() if n > 1)
-    if repeated:
-        run.problems.append(
-            f"{file}: step(s) {_ranges(repeated)} recorded more than once (a resume before "
-            "abandoned steps were set aside?): drawing the last record of each"
-        )
-    if not by_step:
-        run.problems.append(f"{file}: no step record")
-    run.records = [by_step[step] for step in sorted(by_step)]
-    return run
-
-
-def _parse_record(line: str) -> tuple[dict[str, float], str | None]:
-    """A step record's numeric entries, or why the line is not one."""
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return {}, f"not JSON ({exc.msg}, column {exc.colno}: truncated?)"
-    if not isinstance(data, dict):
-        return {}, f"a JSON {type(data).__name__}, not a step record"
-    step = data.get("step")
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        return {}, f"no integer 'step' (got {step!r})"
-    numeric = {
-        key: float(value)
-        for key, value in data.items()
-        if isinstance(value, int | float) and not isinstance(value, bool)
-    }
-    return numeric, None
-
-
-def _ranges(steps: list[int]) -> str:
-    return ", ".join(str(s) for s in steps[:10]) + (" ..." if len(steps) > 10 else "")
-
-
-def read_runs(paths: Iterable[Path]) -> list[Run]:
-    """Every run, with unique legend names (``parent/name`` where two share a name)."""
-    runs = [read_run(Path(p)) for p in paths]
-    clashes = Counter(run.name for run in runs)
-    for run in runs:
-        if clashes[run.name] > 1:
-            run.name = f"{run.path.resolve().parent.name}/{run.name}"
-    seen: Counter[str] = Counter()
-    for run in runs:
-        seen[run.name] += 1
-        if seen[run.name] > 1:
-            run.name = f"{run.name} ({seen[run.name]})"
-    return runs
 
 
 # --- which figures: each one is a grid of panels, one metric per panel ---------------------
@@ -198,7 +89,7 @@ FIGURES = [
         "learnability.png",
         "Learnability (r_propose) of valid proposals",
         _per_task("{}/propose/learnability"),
-    ),  # fmt: skip
+    ),
     Figure("solve_accuracy.png", "Solve accuracy", _per_task("{}/solve/accuracy"), share=True),
     Figure("eval.png", "Held-out accuracy (probe, CRUXEval; greedy)", _evals, share=True),
     Figure("learner.png", "Learner: entropy, clip fraction, mismatch KL", _learner),
@@ -208,7 +99,7 @@ FIGURES = [
         "comments.png",
         "Comments in valid programs: share before code, lines per program",
         _comments,
-    ),  # fmt: skip
+    ),
 ]
 OUTCOMES_FILE = "proposal_outcomes.png"
 
@@ -273,9 +164,16 @@ def _pyplot() -> Any:
     return plt
 
 
-def _colours(plt: Any, runs: list[Run]) -> dict[str, Any]:
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def _styles(plt: Any, runs: list[Run]) -> dict[str, dict[str, Any]]:
+    """A colour and a line style per run: runs with equal values still show both lines."""
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    return {run.name: cycle[i % len(cycle)] for i, run in enumerate(runs)}
+    return {
+        run.name: {"color": cycle[i % len(cycle)], "linestyle": LINE_STYLES[i % len(LINE_STYLES)]}
+        for i, run in enumerate(runs)
+    }
 
 
 def _grid(plt: Any, count: int, columns: int, title: str) -> tuple[Any, list[Any]]:
@@ -293,15 +191,17 @@ def _grid(plt: Any, count: int, columns: int, title: str) -> tuple[Any, list[Any
 
 def _draw(plt: Any, figure: Figure, panels: list[str], runs: list[Run], out: Path) -> list[str]:
     """One figure; returns the legend's labels (the runs drawn in it)."""
-    colours = _colours(plt, runs)
+    styles = _styles(plt, runs)
     fig, axes = _grid(plt, len(panels), figure.columns, figure.title)
     for ax, key in zip(axes, panels, strict=True):
         for run in runs:
             steps, values = run.series(key)
             if steps:
                 sparse = len(steps) <= 30  # evals (every few steps) and short runs: show points
-                ax.plot(steps, values, marker="o" if sparse else None, markersize=3,
-                        color=colours[run.name], label=run.name)  # fmt: skip
+                marker = "o" if sparse else None
+                ax.plot(
+                    steps, values, marker=marker, markersize=3, label=run.name, **styles[run.name]
+                )
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step")
         if figure.ylabel:
@@ -359,8 +259,7 @@ def _draw_outcomes(plt: Any, runs: list[Run], keys: set[str], out: Path) -> bool
             totals = [sum(c[i] for c in counts.values()) or 1.0 for i in range(len(steps))]
             shares = [[c[i] / totals[i] for i in range(len(steps))] for c in counts.values()]
             if steps:
-                ax.stackplot(steps, shares, labels=outcome_keys,
-                             colors=[colour[o] for o in outcome_keys])  # fmt: skip
+                ax.stackplot(steps, shares, colors=[colour[o] for o in outcome_keys])
             ax.set_title(f"{task} - {run.name}", fontsize=9)
             ax.set_xlabel("step")
             ax.set_ylim(0, 1)

@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from driver.report import read_runs, write_report
+    from driver.report import write_report
+    from driver.run_metrics import read_runs
 
     runs = read_runs(Path(p) for p in args.runs)
     for run in runs:

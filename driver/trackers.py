@@ -217,7 +217,7 @@ class WandbTracker:
             "id": run_id,
             "dir": str(config.run_dir),
             "mode": mode,
-            "settings": wandb.Settings(console="off", silent=True),  # our one line says where
+            "settings": wandb.Settings(console="off", silent=True, **_flush_often(wandb)),
         }
         self.last_step = int(saved.get("last_step", -1))
         try:
@@ -240,7 +240,7 @@ class WandbTracker:
         # Saved before W&B sees the step: the file never claims less than W&B holds.
         self.last_step = max(self.last_step, step)
         self._save()
-        self.run.log(scalars(record), step=step)
+        self.run.log(scalars(record), step=step, commit=True)  # whole: written out now
 
     def close(self) -> None:
         import wandb
@@ -254,6 +254,13 @@ class WandbTracker:
         tmp = self.state_file.with_name(f".{self.state_file.name}.tmp")
         tmp.write_text(json.dumps({"id": self.run.id, "last_step": self.last_step}))
         os.replace(tmp, self.state_file)
+
+
+def _flush_often(wandb: Any) -> dict[str, float]:
+    """W&B writes an offline run's file every 15 s by default: a crash would lose the last
+    steps there (metrics.jsonl has them). Every second, where this wandb has the setting."""
+    field = "x_transaction_log_flush_interval"
+    return {field: 1.0} if field in wandb.Settings.model_fields else {}
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from driver.cli import main
-from driver.report import FIGURES, OUTCOMES_FILE, read_run, read_runs, write_report
+from driver.report import FIGURES, OUTCOMES_FILE, write_report
+from driver.run_metrics import read_run, read_runs
 
 TASKS = ("deduction", "abduction", "induction")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
