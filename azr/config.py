@@ -332,7 +332,7 @@ class MetricsConfig(Section):
         default_factory=lambda: ["jsonl"]
     )
     """Where each step's record goes besides Prometheus, under the same names: jsonl = `log_file`
-    (what `azr report` and the summary read); tensorboard = event files in
+    (what `azr report` and the end-of-run report read: leave it in); tensorboard = event files in
     `<run dir>/tensorboard`; wandb = a W&B run in `<run dir>/wandb` (see `wandb_mode`). On
     resume, records past the checkpoint's step are set aside (`metrics.abandoned-<time>.jsonl`),
     TensorBoard purges them and W&B rewinds the same run to the checkpoint's step."""

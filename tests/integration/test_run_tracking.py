@@ -56,8 +56,10 @@ def ray_tmp() -> Iterator[str]:
 
 
 def azr_train(args: list[str], ray_tmp: str) -> subprocess.Popen:
-    env = dict(os.environ, RAY_TMPDIR=ray_tmp, WANDB_MODE="offline", COLUMNS="400")
-    env.pop("WANDB_API_KEY", None)  # offline must work without any network or key
+    # No W&B key anywhere: metrics.wandb_mode=auto must choose offline and need no network.
+    env = dict(os.environ, RAY_TMPDIR=ray_tmp, NETRC=os.devnull, COLUMNS="400")
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL"):
+        env.pop(name, None)
     env.pop("RAY_ADDRESS", None)
     return subprocess.Popen(
         [str(AZR), "train", *args],
