@@ -1,6 +1,6 @@
 """Read an offline W&B run's ``run-<id>.wandb`` file back (tests only).
 
-wandb >= 0.18 ships no Python reader for its transaction log; the format is LevelDB's log
+wandb (0.31) ships no Python reader for its transaction log; the format is LevelDB's log
 format (32 KiB blocks of CRC-checked chunks) after a 7-byte ``:W&B`` header, each whole record a
 ``wandb_internal.Record`` protobuf. This reader checks every chunk's CRC, so a file it reads
 is one wandb wrote whole.
