@@ -436,6 +436,24 @@ class MetricsConfig(Section):
     """Record metrics with ray.util.metrics (exported by Ray's per-node agent to Prometheus)."""
     log_file: str = "metrics.jsonl"
     """Per-step metrics JSONL, relative to the run directory."""
+    loggers: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["jsonl"]
+    )
+    """Where each step's record goes besides Prometheus, under the same names: jsonl = `log_file`
+    (what `azr report` and the end-of-run report read: leave it in); tensorboard = event files in
+    `<run dir>/tensorboard`; wandb = a W&B run in `<run dir>/wandb` (see `wandb_mode`). On
+    resume, records past the checkpoint's step are set aside (`metrics.abandoned-<time>.jsonl`),
+    TensorBoard purges them and W&B rewinds the same run to the checkpoint's step."""
+    wandb_project: str = "azr"
+    """W&B project of the run (the loggers include wandb)."""
+    wandb_entity: str | None = None
+    """W&B entity (user or team); None = the API key's default entity."""
+    wandb_mode: Literal["auto", "online", "offline"] = "auto"
+    """auto: the WANDB_MODE environment variable when set, else online when a W&B API key is
+    configured (WANDB_API_KEY or a netrc entry), else offline (no network; `wandb sync
+    <run dir>/wandb/offline-run-*` uploads later)."""
+    report: bool = True
+    """`azr train` draws `<run dir>/report/` (figures and report.md, as `azr report`) at the end."""
 
 
 class CheckpointConfig(Section):

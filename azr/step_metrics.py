@@ -1,10 +1,18 @@
 """The numbers one self-play step reports: proposal outcomes, valid rate, learnability, solve
-accuracy and rewards per task type, the TRR++ group statistics and the prompt budget's events."""
+accuracy and rewards per task type, the comments of valid programs, the TRR++ group statistics
+and the prompt budget's events.
+
+Program text is model-written: it is only tokenized here (`tokenize`), never parsed into
+anything that runs.
+"""
 
 from __future__ import annotations
 
+import io
+import tokenize
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from azr.parsing import FormatError
 from azr.prompt_budget import PROMPT_TOO_LONG
@@ -34,7 +42,9 @@ def step_metrics(
     learnability_rule: LearnabilityRule,
 ) -> dict[str, float]:
     """Per task type: proposal outcomes, valid rate, learnability (under the rule the rewards
-    use), solve accuracy, rewards."""
+    use), solve accuracy, rewards, and the comments of the valid proposals' programs (share that
+    plan in comments, comment lines per program; induction's programs are the ones its proposer
+    was shown)."""
     metrics: dict[str, float] = {}
     mean: Callable[[Sequence[float]], float] = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
     for task in task_types:
@@ -48,6 +58,9 @@ def step_metrics(
             [learnability(p.mc_accuracies, learnability_rule) for p in valid if p.mc_accuracies]
         )
         metrics[f"{task}/propose/reward"] = mean([p.trajectory.reward for p in mine])
+        comments = [program_comments(p.new_task.program) for p in valid if p.new_task is not None]
+        metrics[f"{task}/propose/comment_before_code"] = mean([float(c.plans) for c in comments])
+        metrics[f"{task}/propose/comment_lines"] = mean([float(c.lines) for c in comments])
         solved = [s for s in solves if s.task == task]
         metrics[f"{task}/solve/accuracy"] = mean([s.accuracy for s in solved])
         metrics[f"{task}/solve/format_ok"] = mean(
@@ -56,6 +69,45 @@ def step_metrics(
         metrics[f"{task}/solve/reward"] = mean([s.trajectory.reward for s in solved])
         metrics[f"{task}/solve/count"] = float(len(solved))
     return metrics
+
+
+class ProgramComments(NamedTuple):
+    """The comments of one program's source."""
+
+    plans: bool
+    """A comment stands on a line of its own with code after it (the paper's observation:
+    comments that plan the code below them)."""
+    lines: int
+    """Lines that hold a comment (on their own or after code)."""
+
+
+_NOT_CODE = {
+    tokenize.COMMENT,
+    tokenize.NL,
+    tokenize.NEWLINE,
+    tokenize.INDENT,
+    tokenize.DEDENT,
+    tokenize.ENDMARKER,
+    tokenize.ENCODING,
+}
+
+
+def program_comments(source: str) -> ProgramComments:
+    """The comments of ``source``, read token by token (a ``#`` inside a string is no comment).
+    Source that stops tokenizing part way counts the lines read up to there."""
+    comment_lines: set[int] = set()
+    code_lines: set[int] = set()
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.COMMENT:
+                comment_lines.add(token.start[0])
+            elif token.type not in _NOT_CODE:
+                code_lines.update(range(token.start[0], token.end[0] + 1))
+    except (tokenize.TokenError, SyntaxError):  # unterminated string or bracket, bad dedent
+        pass
+    alone = comment_lines - code_lines
+    plans = bool(alone) and bool(code_lines) and min(alone) < max(code_lines)
+    return ProgramComments(plans=plans, lines=len(comment_lines))
 
 
 def proposal_outcome(proposal: Proposal) -> str:

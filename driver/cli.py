@@ -19,7 +19,12 @@ from azr.memory import H100_GIB, MemoryEstimateError, memory_report
 REPO_ROOT = CONFIG_DIR.parent
 
 # Subcommand modules beyond `config` and `version`, registered in this order.
-SUBCOMMAND_MODULES = ["executor_pool.cli", "driver.train_cli", "driver.eval_cli"]
+SUBCOMMAND_MODULES = [
+    "executor_pool.cli",
+    "driver.train_cli",
+    "driver.eval_cli",
+    "driver.report_cli",
+]
 
 
 def azr_version() -> str:

@@ -94,3 +94,5 @@ def print_run_summary(summary: dict, task_types: list[str]) -> None:
     console.print(f"logs:       {summary['logs']}")
     console.print(f"checkpoint: {summary['checkpoint']}")
     console.print(f"metrics:    {summary['metrics_log']}")
+    if summary.get("report"):
+        console.print(f"report:     {summary['report']}")

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import time
@@ -23,12 +22,19 @@ from azr.eval.registry import load_benchmarks
 from azr.selfplay import StepRunner
 from azr.step_types import StepOutput
 from azr.tasks import TaskType
-from driver.checkpoint import LoopState, latest_checkpoint, restore_loop_state, save_checkpoint
+from driver.checkpoint import (
+    LoopState,
+    latest_checkpoint,
+    restore_loop_state,
+    save_checkpoint,
+    step_of,
+)
 from driver.console import configure_driver_logging
 from driver.evaluation import eval_config, periodic_eval
-from driver.runtime import RunFailed, Runtime
+from driver.runtime import BufferClient, RunFailed, Runtime
 from driver.schedule import UpdateResult, UpdateSchedule
 from driver.telemetry import StepTelemetry
+from driver.trackers import Trackers
 
 console = Console(stderr=True)
 
@@ -46,14 +52,16 @@ def train(
     run_dir = prepare_run_dir(config, verbose)
     eval_set = eval_benchmarks(config)  # a missing eval file fails now, not after start-up
     config = eval_config(config, eval_set)  # the sandbox imports what the benchmarks need
+    restart = latest_checkpoint(Path(resume)) if resume is not None else None
     state = LoopState(rng=random.Random(config.seed))
     with (
+        # metrics.jsonl, TensorBoard, W&B: a resume first sets aside what came after `restart`
+        Trackers.open(config, resumed_at=step_of(restart) if restart else None) as trackers,
         Runtime(config, log_dir=None if verbose else run_dir / "logs") as rt,
-        (run_dir / config.metrics.log_file).open("a") as metrics_log,
         GracefulStop() as stop,
     ):
         # where the run starts: a restored checkpoint, or (optionally) seeded buffers
-        start(config, rt, state, resume)
+        start(config, rt, state, restart)
         runner = StepRunner(config, rt.services, state.rng)
         schedule = UpdateSchedule(
             config.selfplay.mode,
@@ -72,13 +80,13 @@ def train(
                 update = schedule.submit(output)
                 state.step = step
                 record = step_record(step, output, update, state, time.perf_counter() - started)
+                record.update(buffer_sizes(rt.store, runner.task_types))
                 # the periodic evaluation (azr eval's code, on this runtime)
                 if eval_set and step % config.selfplay.eval_every == 0:
                     record.update(periodic_eval(rt, config, eval_set, step))
-                # metrics: Prometheus, the JSONL log, the progress bar
+                # metrics: Prometheus, the trackers (metrics.jsonl ...), the progress bar
                 telemetry.publish(record, output)
-                metrics_log.write(json.dumps(record) + "\n")
-                metrics_log.flush()
+                trackers.log(record)
                 state.history.append(record)
                 bar.update(1)
                 bar.set_postfix_str(progress_line(record, runner.task_types))
@@ -120,13 +128,12 @@ def prepare_run_dir(config: AZRConfig, verbose: bool) -> Path:
     return run_dir
 
 
-def start(config: AZRConfig, rt: Runtime, state: LoopState, resume: str | Path | None) -> None:
+def start(config: AZRConfig, rt: Runtime, state: LoopState, checkpoint: Path | None) -> None:
     """Restore a checkpoint (learner, buffers, loop state) and serve its weights, or, for a
     new run, fill the buffers in the optional seeding phase."""
-    if resume is None:
+    if checkpoint is None:
         seed_buffers(config, StepRunner(config, rt.services, state.rng), rt)
         return
-    checkpoint = latest_checkpoint(Path(resume))
     console.print(f"resuming from {checkpoint}")
     version = rt.restore(checkpoint)
     restore_loop_state(checkpoint, state)
@@ -171,6 +178,11 @@ def step_record(
     return record
 
 
+def buffer_sizes(store: BufferClient, tasks: list[TaskType]) -> dict[str, float]:
+    """Tasks in each buffer after the step (``buffer/<task>/size``)."""
+    return {f"buffer/{task}/size": float(store.size(task)) for task in tasks}
+
+
 def checkpoint(config: AZRConfig, rt: Runtime, state: LoopState, schedule: UpdateSchedule) -> Path:
     """Finish the update in flight (async), then write the checkpoint of ``state.step``."""
     finished = schedule.drain()
@@ -210,6 +222,7 @@ def summary(config: AZRConfig, state: LoopState, checkpoint: Path, interrupted: 
         "policy_version": state.version,
         "interrupted": interrupted,
         "checkpoint": str(checkpoint),
+        "run_dir": str(config.run_dir),
         "metrics_log": str(config.run_dir / config.metrics.log_file),
         "logs": str(config.run_dir / "logs"),
         "learner_idle_fraction": history[-1]["learner_idle_fraction"] if history else None,

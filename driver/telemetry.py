@@ -36,6 +36,16 @@ class StepTelemetry:
         self.learnability = make.gauge(
             "azr_learnability", "Mean learnability (r_propose) of valid proposals.", task
         )
+        self.comment_before_code = make.gauge(
+            "azr_proposal_comment_before_code_rate",
+            "Share of valid proposals whose program has a comment line before code.",
+            task,
+        )
+        self.comment_lines = make.gauge(
+            "azr_proposal_comment_lines",
+            "Comment lines per program of the step's valid proposals.",
+            task,
+        )
         self.reward = make.gauge(
             "azr_reward_mean", "Mean reward per task type and role.", ("task_type", "role")
         )
@@ -85,6 +95,10 @@ class StepTelemetry:
                 self.valid_rate.set(value, {"task_type": parts[0]})
             elif len(parts) == 3 and parts[1:] == ["propose", "learnability"]:
                 self.learnability.set(value, {"task_type": parts[0]})
+            elif len(parts) == 3 and parts[1:] == ["propose", "comment_before_code"]:
+                self.comment_before_code.set(value, {"task_type": parts[0]})
+            elif len(parts) == 3 and parts[1:] == ["propose", "comment_lines"]:
+                self.comment_lines.set(value, {"task_type": parts[0]})
             elif len(parts) == 3 and parts[2] == "reward":
                 self.reward.set(value, {"task_type": parts[0], "role": parts[1]})
             elif parts[0] == "time" and len(parts) == 2:

@@ -29,6 +29,7 @@ def _train(args: argparse.Namespace) -> int:
     from driver.checkpoint import latest_checkpoint
     from driver.console import print_run_summary
     from driver.loop import train
+    from driver.report import write_run_report
     from driver.runtime import RunFailed
 
     config_path = args.config
@@ -41,5 +42,7 @@ def _train(args: argparse.Namespace) -> int:
     except RunFailed as exc:
         print(f"azr train: {exc}", file=sys.stderr)
         return 1
+    if config.metrics.report:
+        summary["report"] = write_run_report(Path(str(summary["run_dir"])))
     print_run_summary(summary, config.selfplay.task_types)
     return 0

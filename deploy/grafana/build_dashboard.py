@@ -67,6 +67,8 @@ METRICS = {
         _m("azr_valid_proposal_rate", "gauge"),
         _m("azr_learnability", "gauge"),
         _m("azr_reward_mean", "gauge"),
+        _m("azr_proposal_comment_before_code_rate", "gauge"),
+        _m("azr_proposal_comment_lines", "gauge"),
         _m("azr_policy_version", "gauge"),
         _m("azr_step", "gauge"),
         _m("azr_sample_staleness_max", "gauge"),
@@ -274,6 +276,19 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 target(gauge("azr_step_phase_seconds", "max", "phase"), "{{phase}}"),
                 target(gauge("azr_step_seconds"), "step"),
                 unit="s",
+            ),
+            panel(
+                "Planning comments in valid proposals",
+                "Share of valid programs with a comment line before code (the paper's comments "
+                "that plan the code), and comment lines per program, per task type.",
+                target(
+                    gauge("azr_proposal_comment_before_code_rate", "max", "task_type"),
+                    "{{task_type}} share",
+                ),
+                target(
+                    gauge("azr_proposal_comment_lines", "max", "task_type"),
+                    "{{task_type}} lines/program",
+                ),
             ),
             panel(
                 "Sample staleness",
