@@ -92,7 +92,7 @@ def test_step_metrics_report_the_comments_of_valid_programs_per_task_type() -> N
         _proposal(TaskType.INDUCTION, PLAN_INSIDE_BODY),
     ]
     tasks = [TaskType.DEDUCTION, TaskType.ABDUCTION, TaskType.INDUCTION]
-    metrics = step_metrics(proposals, [], tasks)
+    metrics = step_metrics(proposals, [], tasks, "paper")
     assert metrics["deduction/propose/comment_before_code"] == pytest.approx(1 / 3)
     assert metrics["deduction/propose/comment_lines"] == pytest.approx((2 + 0 + 2) / 3)
     assert metrics["induction/propose/comment_before_code"] == 1.0
