@@ -51,6 +51,7 @@ from pathlib import Path
 import pytest
 import yaml
 from support import REPO_ROOT
+from support.processes import session_members
 
 pytestmark = pytest.mark.slow
 
@@ -118,33 +119,15 @@ def wait_for(what: str, probe, timeout_s: float, interval_s: float = 1.0):
 def stop_session(session_id: int, also_matching: str | None = None, grace_s: float = 8.0) -> None:
     """SIGTERM, then SIGKILL, every process of one session (plus any whose command line names
     `also_matching`, e.g. our Ray temp dir): exactly what this module started."""
-
-    def members() -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            pid = int(entry.name)
-            try:
-                if os.getsid(pid) == session_id:
-                    found.append(pid)
-                elif also_matching:
-                    cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-                    if also_matching.encode() in cmdline:
-                        found.append(pid)
-            except (ProcessLookupError, PermissionError, FileNotFoundError):
-                continue
-        return [pid for pid in found if pid != os.getpid()]
-
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        pids = members()
+        pids = session_members(session_id, also_matching)
         if not pids:
             return
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
                 os.kill(pid, sig)
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and members():
+        while time.monotonic() < deadline and session_members(session_id, also_matching):
             time.sleep(0.5)
 
 
