@@ -8,8 +8,10 @@ layer, so one reload must see every shard of a fused layer: callers pass the who
 one call (a lazily resolved iterator over its buckets).
 GPU: the learner's rank 0 broadcasts each tensor over a dedicated NCCL group (vLLM's
 StatelessProcessGroup + PyNcclCommunicator); the worker receives and reloads them. This
-receiving side is unverified (it needs vLLM's GPU build and a second GPU; the learner's sending
-side is verified by tests/test_learner_gpu.py).
+receiving side is unverified on a GPU (it needs vLLM's GPU build and a second GPU; the learner's
+sending side is verified by tests/integration/test_learner_gpu.py); its bookkeeping (group rank,
+order, dtypes, shapes, the lazy reload) is tested on CPU with a stand-in communicator
+(tests/integration/test_nccl_receiver.py).
 """
 
 from __future__ import annotations
@@ -102,7 +104,9 @@ class WeightSyncExtension:
 
         def received() -> Iterable[tuple[str, torch.Tensor]]:
             for name, dtype, shape in metas:
-                tensor = torch.empty(shape, dtype=getattr(torch, dtype), device="cuda")
+                # The worker's own device (the one its communicator was made for), not the
+                # process's current CUDA device.
+                tensor = torch.empty(shape, dtype=getattr(torch, dtype), device=self.device)  # type: ignore[attr-defined]
                 self.azr_weight_comm.broadcast(tensor, src=0)  # type: ignore[attr-defined]
                 yield name, tensor
 
