@@ -146,3 +146,14 @@ def ray_cluster():
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+# ----------------------------------------------------------------------------- test order
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """The random order's seed at the end of every run, -q included, to replay a failure."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int):
+        terminalreporter.write_line(
+            f"test order: pytest-randomly seed {seed} (replay it with --randomly-seed={seed}; "
+            "file order: -p no:randomly)"
+        )
