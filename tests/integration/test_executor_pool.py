@@ -261,7 +261,8 @@ def test_killing_an_actor_mid_batch_returns_every_result_exactly_once(
     victim = killed_mid_batch["victim"]
     assert killed_mid_batch["outputs"] == killed_mid_batch["expected"]
     assert (
-        after["requests_completed"] - before["requests_completed"] == killed_mid_batch["requests"]
+        after["requests_completed"] - before.get("requests_completed", 0)
+        == killed_mid_batch["requests"]
     )
     assert after["chunks_retried"] > before.get("chunks_retried", 0)
     assert after["actors_died"] > before.get("actors_died", 0)
@@ -286,7 +287,7 @@ def test_removing_a_node_mid_batch_loses_no_program(
 
     assert [r.outputs for r in running.result(timeout=120)] == [(e,) for e in expected]
     after = pool.stats()
-    assert after["requests_completed"] - before["requests_completed"] == len(requests)
+    assert after["requests_completed"] - before.get("requests_completed", 0) == len(requests)
     assert after["chunks_retried"] > before.get("chunks_retried", 0)
     wait_for_placement(pool, worker_nodes, "placement on the remaining nodes")
 
