@@ -381,8 +381,11 @@ def test_killing_the_parent_fails(executor: SandboxExecutor, baseline_s: float) 
         # Without a uid per slot (a non-root server, e.g. in a container) the program can kill
         # its own server; what must hold then is that the client replaces it and recovers.
         assert elapsed <= 3 * (EXECUTOR_TEST_TIMEOUT_S + MARGIN_S) + 30
-    # As root the server survives; without slot uids the program kills it: one replacement.
-    assert_healthy(executor, baseline_s, restarts=0 if _uid_isolated(executor) else 1)
+    # As root the server survives. Without slot uids the program kills it, and the client
+    # re-sends the request in flight to each replacement until it has failed max_attempts
+    # times: one restart per attempt.
+    expected = 0 if _uid_isolated(executor) else executor.sandbox.max_attempts
+    assert_healthy(executor, baseline_s, restarts=expected)
 
 
 def test_orphans_do_not_survive_to_act_later(
