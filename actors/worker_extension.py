@@ -4,7 +4,9 @@ vLLM calls them through ``LLM.collective_rpc(name, args=...)``; ``self`` is the 
 CPU build: HF-named tensors arrive as one live iterator over the whole state dict (fused layers
 are rebuilt layer by layer, so one reload must see every shard of a fused layer) and go into
 ``reload_weights``. GPU: tensors arrive over the learner's NCCL group (``learner/nccl_sync.py``).
-Why, and what is verified: docs/rollout.md.
+The receiving bookkeeping (group rank, order, dtypes, shapes, the lazy reload) is tested on
+CPU with a stand-in communicator (tests/integration/test_nccl_receiver.py); why, and what is
+verified on a GPU: docs/rollout.md.
 """
 
 from __future__ import annotations
@@ -196,7 +198,9 @@ class WeightSyncExtension:
 
         def received() -> Iterable[tuple[str, torch.Tensor]]:
             for name, dtype, shape in metas:
-                tensor = torch.empty(shape, dtype=getattr(torch, dtype), device="cuda")
+                # The worker's own device (the one its communicator was made for), not the
+                # process's current CUDA device.
+                tensor = torch.empty(shape, dtype=getattr(torch, dtype), device=self.device)  # type: ignore[attr-defined]
                 self.azr_weight_comm.broadcast(tensor, src=0)  # type: ignore[attr-defined]
                 yield name, tensor
 

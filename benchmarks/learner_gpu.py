@@ -68,8 +68,11 @@ def batch(vocab: int) -> list[TrainSample]:
 
 
 def main() -> None:
+    if torch.version.cuda is None:
+        print("learner_gpu: unavailable (CPU-only torch build: torch.version.cuda is None)")
+        return
     if not torch.cuda.is_available():
-        print("learner_gpu: unavailable (no CUDA GPU)")
+        print(f"learner_gpu: unavailable (no CUDA device visible; CUDA {torch.version.cuda})")
         return
     model_dir = qwen05b_shape(Path(tempfile.mkdtemp()) / "qwen05b")
     config = LearnerConfig(num_workers=1, device="cuda", micro_batch_tokens=4096, lr=1e-6)

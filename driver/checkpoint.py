@@ -7,9 +7,11 @@ Layout of ``<run dir>/checkpoints/step_000010/``::
     driver.json   step, policy version, the driver's RNG state, timing counters
     config.yaml   the resolved config of the run
 
-A checkpoint is written under ``.step_000010.tmp`` and renamed when complete: a directory
-named ``step_*`` is always whole, and a leftover ``.tmp`` (a crash mid-write) is ignored by
-`latest_checkpoint` and removed by the next save.
+A checkpoint is written under ``.step_000010.tmp``, ``driver.json`` last, and renamed when
+complete: a directory named ``step_*`` is always whole. A leftover ``.tmp`` without
+``driver.json`` (a crash mid-write) is never used and is removed by the next save; one with it is
+whole (a crash between the removal of an older copy of the same step and the rename) and is
+renamed into place by `latest_checkpoint` and the next save, so such a crash loses nothing.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def save_checkpoint(
     root = checkpoint_root(run_dir)
     final = checkpoint_dir(run_dir, state.step)
     tmp = root / f".{final.name}.tmp"
+    finish_interrupted_saves(root)
     for leftover in root.glob(f".{PREFIX}*.tmp"):  # a crash mid-write left it: never whole
         shutil.rmtree(leftover, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -79,8 +82,8 @@ def save_checkpoint(
         "learner_busy_s": state.learner_busy_s,
         "wall_s": state.wall_s,
     }
-    (tmp / STATE_FILE).write_text(json.dumps(driver))
     (tmp / "config.yaml").write_text(dump_config(config))
+    (tmp / STATE_FILE).write_text(json.dumps(driver))  # last: its presence marks a whole checkpoint
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     for old in sorted(root.glob(f"{PREFIX}*"))[: -config.checkpoint.keep_last]:
@@ -94,10 +97,21 @@ def latest_checkpoint(path: Path) -> Path:
     if (path / STATE_FILE).exists():
         return path
     for root in (checkpoint_root(path), path):
+        finish_interrupted_saves(root)
         found = sorted(p for p in root.glob(f"{PREFIX}*") if (p / STATE_FILE).exists())
         if found:
             return found[-1]
     raise FileNotFoundError(f"no checkpoint (a {PREFIX}* directory with {STATE_FILE}) under {path}")
+
+
+def finish_interrupted_saves(root: Path) -> None:
+    """Rename into place each whole ``.step_*.tmp`` (it has ``driver.json``) whose ``step_*``
+    is missing: a save that crashed after removing the older copy of its step and before the
+    rename. Without this the newest checkpoint would be ignored, or deleted by the next save."""
+    for leftover in root.glob(f".{PREFIX}*.tmp"):
+        final = root / leftover.name[1 : -len(".tmp")]
+        if (leftover / STATE_FILE).exists() and not final.exists():
+            leftover.rename(final)
 
 
 def restore_loop_state(checkpoint: Path, state: LoopState) -> None:

@@ -24,6 +24,7 @@ from azr.step_types import StepOutput
 from azr.tasks import TaskType
 from driver.checkpoint import (
     LoopState,
+    checkpoint_root,
     latest_checkpoint,
     restore_loop_state,
     save_checkpoint,
@@ -61,7 +62,7 @@ def train(
         GracefulStop() as stop,
     ):
         # where the run starts: a restored checkpoint, or (optionally) seeded buffers
-        start(config, rt, state, restart)
+        saved = start(config, rt, state, restart)
         runner = StepRunner(config, rt.services, state.rng)
         schedule = UpdateSchedule(
             config.selfplay.mode,
@@ -93,8 +94,13 @@ def train(
                 # a checkpoint holds no update in flight
                 every = config.checkpoint.every
                 if every and step % every == 0 and step < config.selfplay.steps:
-                    checkpoint(config, rt, state, schedule)
-            checkpoint_path = checkpoint(config, rt, state, schedule)
+                    saved = checkpoint(config, rt, state, schedule)
+            # Not twice for one step (Ctrl-C right after a periodic checkpoint, or a resume with
+            # no step left): rewriting it would cost a full save and briefly leave no copy.
+            if saved is not None and step_of(saved) == state.step:
+                checkpoint_path = saved
+            else:
+                checkpoint_path = checkpoint(config, rt, state, schedule)
         except RunFailed as exc:
             console.print(f"[red]run stopped: {exc}[/]")
             raise
@@ -128,12 +134,13 @@ def prepare_run_dir(config: AZRConfig, verbose: bool) -> Path:
     return run_dir
 
 
-def start(config: AZRConfig, rt: Runtime, state: LoopState, checkpoint: Path | None) -> None:
+def start(config: AZRConfig, rt: Runtime, state: LoopState, checkpoint: Path | None) -> Path | None:
     """Restore a checkpoint (learner, buffers, loop state) and serve its weights, or, for a
-    new run, fill the buffers in the optional seeding phase."""
+    new run, fill the buffers in the optional seeding phase. Returns the restored checkpoint
+    when it belongs to this run's directory (None otherwise)."""
     if checkpoint is None:
         seed_buffers(config, StepRunner(config, rt.services, state.rng), rt)
-        return
+        return None
     console.print(f"resuming from {checkpoint}")
     version = rt.restore(checkpoint)
     restore_loop_state(checkpoint, state)
@@ -144,6 +151,8 @@ def start(config: AZRConfig, rt: Runtime, state: LoopState, checkpoint: Path | N
         )
     if version > 0:
         state.version = int(rt.sync_weights()["version"])
+    own = checkpoint.resolve().parent == checkpoint_root(config.run_dir).resolve()
+    return checkpoint if own else None
 
 
 def seed_buffers(config: AZRConfig, runner: StepRunner, rt: Runtime) -> None:

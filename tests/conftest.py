@@ -16,8 +16,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # ----------------------------------------------------------------------------- docker
 # The `docker` backend tests need a Docker engine and the executor test image. `make test`
 # starts the engine (deploy/docker/dockerd.sh) and builds the image before pytest; run alone,
-# pytest does both here. DOCKER_TESTS=0 skips every test that uses these fixtures;
-# AZR_REQUIRE_DOCKER=1 (CI) turns "no engine" into a failure instead of a skip.
+# pytest does both here. DOCKER_TESTS=0 skips every test that uses these fixtures.
+# AZR_REQUIRE_DOCKER=1 (.ci/run, with_docker.sh) wins over DOCKER_TESTS=0: every skip of a
+# `docker`-marked test, whatever its cause, is reported as a failure, so the container's
+# isolation checks cannot vanish from a green run.
 DOCKERD_SCRIPT = REPO_ROOT / "deploy" / "docker" / "dockerd.sh"
 BUILD_IMAGE_SCRIPT = REPO_ROOT / "deploy" / "docker" / "build_test_image.sh"
 DOCKER_IMAGE_BUILD_TIMEOUT_S = 900  # a cold build downloads Debian (about 45 s here)
@@ -33,10 +35,25 @@ def _docker_engine_answers() -> bool:
     return done.returncode == 0
 
 
+def docker_required() -> bool:
+    return os.environ.get("AZR_REQUIRE_DOCKER") == "1"
+
+
 def _docker_unavailable(reason: str) -> None:
-    if os.environ.get("AZR_REQUIRE_DOCKER") == "1":
+    if docker_required():
         pytest.fail(f"docker tests required (AZR_REQUIRE_DOCKER=1) but {reason}")
     pytest.skip(f"docker backend unavailable: {reason}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """With AZR_REQUIRE_DOCKER=1, a skipped `docker` test is a failure (whatever skipped it)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and docker_required() and item.get_closest_marker("docker") is not None:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"docker tests are required (AZR_REQUIRE_DOCKER=1) but skipped: {reason}"
 
 
 def _azr_containers_running() -> bool:
@@ -54,7 +71,7 @@ def _azr_containers_running() -> bool:
 def docker_engine() -> Iterator[None]:
     """A Docker engine that answers; started (and stopped at the end) only when none runs."""
     if os.environ.get("DOCKER_TESTS", "1") == "0":
-        pytest.skip("DOCKER_TESTS=0")
+        _docker_unavailable("DOCKER_TESTS=0")
     started_here = False
     if not _docker_engine_answers():
         if shutil.which("dockerd") is None:
@@ -129,3 +146,14 @@ def ray_cluster():
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+# ----------------------------------------------------------------------------- test order
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """The random order's seed at the end of every run, -q included, to replay a failure."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int):
+        terminalreporter.write_line(
+            f"test order: pytest-randomly seed {seed} (replay it with --randomly-seed={seed}; "
+            "file order: -p no:randomly)"
+        )

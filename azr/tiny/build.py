@@ -56,6 +56,33 @@ def tokenizer_corpus(tiny: TinyModelConfig) -> list[str]:
     return texts + corpus_texts(records, seed=tiny.seed)
 
 
+BASE_CODE = ("azr.tiny.build", "azr.tiny.data", "azr.prompts", "azr.parsing", "azr.cruxeval")
+"""Modules whose code determines the base model (tokenizer corpus, initialisation)."""
+LIBRARIES = ("torch", "transformers", "tokenizers")
+"""Packages whose versions can change what the same code builds or trains."""
+
+
+def code_identity(modules: tuple[str, ...]) -> dict[str, str]:
+    """A digest of each module's source and the versions of `LIBRARIES`: part of a cache key,
+    so an edit of the code that builds or trains a model builds a new one instead of reusing
+    a model the edited code would not make (a cache hit would hide a regression)."""
+    from importlib.metadata import PackageNotFoundError, version
+    from importlib.util import find_spec
+
+    identity = {}
+    for name in modules:
+        spec = find_spec(name)
+        if spec is None or spec.origin is None:
+            raise RuntimeError(f"cannot find the source of {name} for the model cache key")
+        identity[name] = hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()
+    for package in LIBRARIES:
+        try:
+            identity[package] = version(package)
+        except PackageNotFoundError:
+            identity[package] = "absent"
+    return identity
+
+
 def _digest(*parts: object) -> str:
     hasher = hashlib.sha256()
     for part in parts:
@@ -105,10 +132,18 @@ def publish(staging: Path, final: Path, *, reusable: bool = True) -> Path:
     return final
 
 
+def base_key(tiny: TinyModelConfig, corpus: list[str]) -> str:
+    """Cache directory name of a base model: a hash of its settings, its tokenizer corpus and
+    the code that builds it (`BASE_CODE`, library versions)."""
+    return "tiny-base-" + _digest(
+        TINY_RECIPE_VERSION, _shape_settings(tiny), corpus, code_identity(BASE_CODE)
+    )
+
+
 def build_tiny_base(tiny: TinyModelConfig, cache_dir: Path) -> Path:
     """Build (or reuse) the randomly initialised tiny model and its tokenizer."""
     corpus = tokenizer_corpus(tiny)
-    key = "tiny-base-" + _digest(TINY_RECIPE_VERSION, _shape_settings(tiny), corpus)
+    key = base_key(tiny, corpus)
     final = cache_dir / key
     if is_complete(final):
         return final

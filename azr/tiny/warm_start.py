@@ -26,7 +26,7 @@ from azr.config import TinyModelConfig
 from azr.cruxeval import load_cruxeval
 from azr.parsing import FormatError, parse_response
 from azr.tasks import Role, TaskType, Triplet
-from azr.tiny.build import build_lock, build_tiny_base, is_complete, publish
+from azr.tiny.build import build_lock, build_tiny_base, code_identity, is_complete, publish
 from azr.tiny.data import (
     AST_LOCK,
     COMBOS,
@@ -40,6 +40,16 @@ from azr.tiny.data import (
 log = logging.getLogger(__name__)
 
 WARM_RECIPE_VERSION = 3
+WARM_START_CODE = (
+    "azr.tiny.warm_start",
+    "azr.tiny.data",
+    "azr.prompts",
+    "azr.parsing",
+    "azr.tasks",
+    "azr.cruxeval",
+)
+"""Modules whose code determines the warm-started weights (the training loop, the examples,
+their prompts and rendered responses): their source is part of the cache key."""
 MAX_SEQ_TOKENS = 832
 """Examples longer than this (prompt + response) are dropped from training."""
 EVAL_PER_COMBO = 6
@@ -63,14 +73,7 @@ def ensure_warm_started(base: Path, tiny: TinyModelConfig, cache_dir: Path) -> P
     """The warm-started model for `base`, trained once and cached by a hash of its inputs."""
     train, held_out = split_cruxeval(load_cruxeval(tiny.data_path))
     examples = build_examples(train, seed=tiny.seed)
-    settings = tiny.model_dump(
-        include={"warm_start_steps", "warm_start_lr", "warm_start_batch_size"}
-    )
-    recipe = [WARM_RECIPE_VERSION, base.name, settings, GROUPS, MAX_SEQ_TOKENS]
-    hasher = hashlib.sha256(json.dumps(recipe).encode())
-    for ex in examples:
-        hasher.update(f"{ex.group}\0{ex.prompt}\0{ex.response}\0".encode())
-    key = "tiny-warm-" + hasher.hexdigest()[:16]
+    key = warm_start_key(base.name, tiny, examples)
     final = cache_dir / key
     if is_complete(final):
         return final
@@ -86,6 +89,26 @@ def ensure_warm_started(base: Path, tiny: TinyModelConfig, cache_dir: Path) -> P
             return publish(staging, final, reusable=not report["capped"])
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def warm_start_key(base_name: str, tiny: TinyModelConfig, examples: list[WarmExample]) -> str:
+    """Cache directory name of a warm start: a hash of the base, the settings, the examples
+    and the code that trains on them (`WARM_START_CODE`, library versions)."""
+    settings = tiny.model_dump(
+        include={"warm_start_steps", "warm_start_lr", "warm_start_batch_size"}
+    )
+    recipe = [
+        WARM_RECIPE_VERSION,
+        base_name,
+        settings,
+        GROUPS,
+        MAX_SEQ_TOKENS,
+        code_identity(WARM_START_CODE),
+    ]
+    hasher = hashlib.sha256(json.dumps(recipe).encode())
+    for ex in examples:
+        hasher.update(f"{ex.group}\0{ex.prompt}\0{ex.response}\0".encode())
+    return "tiny-warm-" + hasher.hexdigest()[:16]
 
 
 def _encode(tokenizer, example: WarmExample) -> tuple[list[int], int]:

@@ -7,12 +7,18 @@
 # azr-executor:test (cached), runs the command with AZR_REQUIRE_DOCKER=1 (a missing engine then
 # fails the docker tests instead of skipping them) and stops the engine afterwards only if this
 # invocation started it. The command's exit status is preserved.
-# DOCKER_TESTS=0 runs the command as is, with no engine (the docker tests then skip).
+# DOCKER_TESTS=0 runs the command as is, with no engine (the docker tests then skip), unless
+# AZR_REQUIRE_DOCKER=1 (.ci/run) asks for them: then it refuses, since the only checks of the
+# container's isolation would silently vanish.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 if [[ "${DOCKER_TESTS:-1}" == "0" ]]; then
+    if [[ "${AZR_REQUIRE_DOCKER:-0}" == "1" ]]; then
+        echo "with_docker.sh: AZR_REQUIRE_DOCKER=1 requires the docker tests; DOCKER_TESTS=0 would skip them" >&2
+        exit 2
+    fi
     exec "$@"
 fi
 

@@ -92,6 +92,7 @@ def test_container_runs_with_the_isolation_flags(sandbox: DockerSandbox) -> None
     assert host["ReadonlyRootfs"] is True
     assert host["PidsLimit"] == config.docker.pids_limit
     assert host["Memory"] == container_memory_mb(config) << 20
+    assert host["MemorySwap"] == host["Memory"]  # no swap on top of the memory limit
     assert host["NanoCpus"] == int(config.docker.cpus * 1e9)
     assert host["CapDrop"] == ["ALL"]
     assert "no-new-privileges" in host["SecurityOpt"]

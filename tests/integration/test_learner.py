@@ -112,6 +112,30 @@ def make_group(model: str, workers: int, **overrides) -> LearnerGroup:
 PROBE = [[3, 14, 15, 92, 65, 35, 89, 79], [2, 71, 82, 81, 82, 84]]
 
 
+def response_logprobs(group: LearnerGroup, samples: list[TrainSample]) -> list[list[float]]:
+    """The learner's log-probability of each response token of each sample."""
+    scored = group.logprobs([s.prompt_token_ids + s.response_token_ids for s in samples])
+    return [lp[len(s.prompt_token_ids) - 1 :] for lp, s in zip(scored, samples, strict=True)]
+
+
+def expected_step_metrics(
+    logprobs: list[list[float]], samples: list[TrainSample], clip: float
+) -> dict[str, float]:
+    """loss, clip_fraction and mismatch_kl of an update at these learner logprobs, by hand
+    (float64): the per-token PPO terms, token-mean over the whole batch."""
+    loss = clipped = k3 = 0.0
+    tokens = sum(len(s.response_token_ids) for s in samples)
+    for lps, s in zip(logprobs, samples, strict=True):
+        for lp, behaviour in zip(lps, s.behaviour_logprobs, strict=True):
+            ratio = math.exp(lp - behaviour)
+            unclipped = -s.advantage * ratio
+            clipped_term = -s.advantage * min(max(ratio, 1 - clip), 1 + clip)
+            loss += max(unclipped, clipped_term)
+            clipped += clipped_term > unclipped
+            k3 += (ratio - 1) - (lp - behaviour)
+    return {"loss": loss / tokens, "clip_fraction": clipped / tokens, "mismatch_kl": k3 / tokens}
+
+
 def first_moment(directory) -> dict[str, torch.Tensor]:
     """AdamW exp_avg per parameter after one step = (1 − β1) · clipped gradient."""
     state = torch.load(directory / ckpt.OPTIMIZER_FILE, weights_only=True)["state"]
@@ -124,6 +148,9 @@ def test_fsdp2_group_learns_on_a_fixed_batch_and_clips(ray_cluster, tiny_model, 
     try:
         batch = fixed_batch()
         before = group.logprobs(PROBE)
+        expected = expected_step_metrics(
+            response_logprobs(group, batch), batch, LearnerConfig().clip_ratio
+        )
         metrics = [group.train_step(batch)]
         group.save_checkpoint(str(tmp_path / "step1"))
         metrics += [group.train_step(batch) for _ in range(3)]
@@ -131,7 +158,10 @@ def test_fsdp2_group_learns_on_a_fixed_batch_and_clips(ray_cluster, tiny_model, 
         assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
         assert metrics[0]["tokens"] == sum(len(s.response_token_ids) for s in batch)
         assert metrics[0]["entropy"] == pytest.approx(math.log(TINY_VOCAB), rel=0.05)
-        assert 0 <= metrics[-1]["clip_fraction"] <= 1 and metrics[-1]["mismatch_kl"] > 0
+        # The first update's figures are those of its own logprobs, token by token.
+        assert 0 < expected["clip_fraction"] < 1  # the batch has clipped and unclipped tokens
+        for key, value in expected.items():
+            assert metrics[0][key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
         after = group.logprobs(PROBE)
         assert max(abs(a - b) for a, b in zip(after[0], before[0], strict=True)) > 1e-3
         # The clip is honoured: the gradient AdamW saw has norm 0.05, not the raw norm.
@@ -146,6 +176,27 @@ def test_fsdp2_group_learns_on_a_fixed_batch_and_clips(ray_cluster, tiny_model, 
             group.logprobs(PROBE)
     finally:
         group.shutdown()
+
+
+@pytest.mark.slow
+def test_one_update_raises_positive_and_lowers_negative_advantage_responses(
+    ray_cluster, tiny_model
+):
+    """The direction of the update: after one step, every response with a positive advantage
+    is more likely under the learner and every one with a negative advantage less likely."""
+    group = make_group(tiny_model, 2, grad_clip=1e6)
+    try:
+        batch = fixed_batch()
+        assert {s.advantage > 0 for s in batch} == {True, False}
+        before = response_logprobs(group, batch)
+        group.train_step(batch)
+        after = response_logprobs(group, batch)
+    finally:
+        group.shutdown()
+    moved = [sum(a) - sum(b) for a, b in zip(after, before, strict=True)]
+    for s, delta in zip(batch, moved, strict=True):
+        assert math.copysign(1, delta) == math.copysign(1, s.advantage), (s.advantage, moved)
+        assert abs(delta) > 1e-3, moved  # a real move, not rounding
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ import socket
 
 import pytest
 import torch
+from support import cuda_skip_reason
 from support.learner import TINY_VOCAB, build_tiny_qwen2, fixed_batch
 from support.padded_path import token_logprobs_and_entropy
 from transformers import AutoModelForCausalLM
@@ -27,7 +28,7 @@ from learner.worker import LearnerWorker
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    pytest.mark.skipif(cuda_skip_reason() is not None, reason=f"needs CUDA: {cuda_skip_reason()}"),
 ]
 
 PROBE = [[3, 14, 15, 92, 65, 35, 89, 79], [2, 71, 82, 81, 82, 84]]

@@ -1,7 +1,9 @@
 """RolloutActor / RolloutGroup on the real vLLM CPU build inside a real local Ray cluster.
 
 One module-scoped group of two actors (each one pinned thread, 64 MiB of KV cache) serves every
-test; tests that change weights run last and bump the version monotonically.
+test, in any order: tests that change weights bump the version monotonically, and a test that
+needs the checkpoint's weights on both actors asks for `pristine`, which puts them back (as a
+new version) when an earlier test changed them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 import ray
 import torch
-from support import REPO_ROOT
+from support import MODEL_CACHE, REPO_ROOT
 
 from actors.group import RolloutGroup, split_evenly
 from actors.worker_extension import ExpectedReloadGaps
@@ -45,7 +47,7 @@ LONG_PROMPT = "\n".join(
 def model_path() -> Path:
     # Weights are replaced by the tests, so the un-warmed tiny model is enough (and cached).
     tiny = TinyModelConfig(warm_start_steps=0)
-    return ensure_model(ModelConfig(cache_dir=str(SCRATCH / "models"), tiny=tiny))
+    return ensure_model(ModelConfig(cache_dir=str(MODEL_CACHE), tiny=tiny))
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +95,23 @@ def hf_model(model_path: Path):
     return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
 
 
+@pytest.fixture(scope="module")
+def original_state(hf_model) -> dict[str, torch.Tensor]:
+    """The checkpoint's parameters (HF names, tied weights once), before any test changes them."""
+    return {n: p.detach().clone() for n, p in hf_model.named_parameters()}
+
+
+@pytest.fixture
+def pristine(group: RolloutGroup, original_state: dict[str, torch.Tensor]) -> int:
+    """Both actors serve the checkpoint's weights at one version, which is returned."""
+    versions = group.policy_versions()
+    if versions == [0, 0]:
+        return 0  # never updated
+    version = max(versions) + 1
+    group.update_weights(buckets(original_state, 2), version=version)
+    return version
+
+
 def hf_logprobs(model, state: dict[str, torch.Tensor], ids: list[int]) -> list[float]:
     """Reference: logprob of ids[1:] under `state`, computed by transformers in fp32."""
     model.load_state_dict(state, strict=False)
@@ -102,12 +121,12 @@ def hf_logprobs(model, state: dict[str, torch.Tensor], ids: list[int]) -> list[f
     return picked[:, 0].tolist()
 
 
-def perturbed_state(model, seed: int) -> dict[str, torch.Tensor]:
-    """The model's parameters (HF names, tied weights once) plus seeded noise."""
+def perturbed_state(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """`state` plus seeded noise (a fixed function of the seed, whatever ran before)."""
     gen = torch.Generator().manual_seed(seed)
     return {
-        name: (p.detach() + 0.05 * torch.randn(p.shape, generator=gen)).contiguous()
-        for name, p in model.named_parameters()
+        name: (p + 0.05 * torch.randn(p.shape, generator=gen)).contiguous()
+        for name, p in state.items()
     }
 
 
@@ -149,7 +168,7 @@ def test_engine_runs_pinned_in_process(group: RolloutGroup):
     assert all(i["engine_stats"] for i in infos)
 
 
-def test_generate_honours_explicit_sampling(group: RolloutGroup, tokenizer):
+def test_generate_honours_explicit_sampling(group: RolloutGroup, tokenizer, pristine: int):
     sampling = SamplingConfig(n=3, temperature=1.0, top_p=0.9, max_tokens=7, seed=11)
     first = group.generate(PROMPTS, sampling)
     assert len(first) == len(PROMPTS)
@@ -162,7 +181,7 @@ def test_generate_honours_explicit_sampling(group: RolloutGroup, tokenizer):
             assert len(completion.logprobs) == len(completion.token_ids)
             assert all(lp <= 0.0 for lp in completion.logprobs)
             assert completion.finish_reason in {"stop", "length"}
-            assert completion.policy_version == 0
+            assert completion.policy_version == pristine
         # n samples of one prompt are distinct draws, not copies.
         assert len({tuple(c.token_ids) for c in generation.completions}) > 1
     again = group.generate(PROMPTS, sampling)
@@ -199,9 +218,10 @@ def test_sampled_logprobs_equal_prompt_logprobs_at_temperature_one(group: Rollou
 
 def test_bad_inputs_get_clear_errors_and_change_nothing(group: RolloutGroup):
     actor = group.actors[0]
+    version = ray.get(actor.policy_version.remote())
     with pytest.raises(ray.exceptions.RayTaskError, match="not a dict"):
-        ray.get(actor.update_weights.remote([ray.put(["not", "a", "bucket"])], 1))
-    assert ray.get(actor.policy_version.remote()) == 0
+        ray.get(actor.update_weights.remote([ray.put(["not", "a", "bucket"])], version + 1))
+    assert ray.get(actor.policy_version.remote()) == version
     # The engine still serves after the rejected call.
     generated = ray.get(actor.generate.remote([PROMPTS[0]], SamplingConfig(max_tokens=2, seed=0)))
     assert len(generated[0].completions[0].token_ids) >= 1
@@ -229,12 +249,12 @@ def test_engines_stop_at_eos_and_the_chat_templates_end_of_turn(group: RolloutGr
 
 
 def test_an_update_that_does_not_match_the_model_is_refused_before_loading(
-    group: RolloutGroup, hf_model, tokenizer
+    group: RolloutGroup, tokenizer, original_state, pristine: int
 ):
     actor = group.actors[0]
     ids = tokenizer(PROMPTS[3])["input_ids"]
     before = ray.get(actor.prompt_logprobs.remote([ids]))[0]
-    state = perturbed_state(hf_model, seed=3)
+    state = perturbed_state(original_state, seed=3)
     missing = {n: t for n, t in state.items() if n != "model.layers.1.mlp.down_proj.weight"}
     misnamed = {(n + "s" if n == "model.norm.weight" else n): t for n, t in state.items()}
     cases = [
@@ -243,25 +263,27 @@ def test_an_update_that_does_not_match_the_model_is_refused_before_loading(
     ]
     for update, message in cases:
         with pytest.raises(ray.exceptions.RayTaskError, match=message):
-            ray.get(actor.update_weights.remote(buckets(update, 2), 1))
-    assert ray.get(actor.policy_version.remote()) == 0
+            ray.get(actor.update_weights.remote(buckets(update, 2), pristine + 1))
+    assert ray.get(actor.policy_version.remote()) == pristine
     assert ray.get(actor.prompt_logprobs.remote([ids]))[0] == before  # nothing was loaded
 
 
-def test_update_weights_in_place_and_versioned(group: RolloutGroup, hf_model, tokenizer):
+def test_update_weights_in_place_and_versioned(
+    group: RolloutGroup, hf_model, tokenizer, original_state, pristine: int
+):
     ids = tokenizer(PROMPTS[3])["input_ids"]
     before = ray.get(group.actors[0].prompt_logprobs.remote([ids]))[0]
-    original = {n: p.detach().clone() for n, p in hf_model.named_parameters()}
-    assert before == pytest.approx(hf_logprobs(hf_model, original, ids), abs=1e-4)
+    assert before == pytest.approx(hf_logprobs(hf_model, original_state, ids), abs=1e-4)
 
-    state = perturbed_state(hf_model, seed=1)
-    reports = group.update_weights(buckets(state, 3), version=1)
-    assert [r["version"] for r in reports] == [1, 1]
+    state = perturbed_state(original_state, seed=1)
+    version = pristine + 1
+    reports = group.update_weights(buckets(state, 3), version=version)
+    assert [r["version"] for r in reports] == [version, version]
     # What vLLM's weight loaders took: every tensor, every element (qkv and gate_up fused).
     assert all(r["tensors"] == len(state) for r in reports)
     assert all(r["elements_loaded"] == sum(t.numel() for t in state.values()) for r in reports)
     assert all(0 < r["parameters_loaded"] < len(state) for r in reports)
-    assert group.policy_versions() == [1, 1]
+    assert group.policy_versions() == [version, version]
 
     want = hf_logprobs(hf_model, state, ids)
     for actor in group.actors:
@@ -269,19 +291,20 @@ def test_update_weights_in_place_and_versioned(group: RolloutGroup, hf_model, to
         assert after == pytest.approx(want, abs=1e-4)
         assert max(abs(a - b) for a, b in zip(after, before, strict=True)) > 1e-2
     generated = group.generate(PROMPTS[:2], SamplingConfig(n=1, max_tokens=4, seed=0))
-    assert all(c.policy_version == 1 for g in generated for c in g.completions)
+    assert all(c.policy_version == version for g in generated for c in g.completions)
     with pytest.raises(ray.exceptions.RayTaskError, match="not newer"):
-        ray.get(group.actors[0].update_weights.remote(buckets(state, 1), 1))
-    hf_model.load_state_dict(original, strict=False)
+        ray.get(group.actors[0].update_weights.remote(buckets(state, 1), version))
 
 
-def test_long_prompt_after_update_does_not_reuse_stale_kv(group: RolloutGroup, hf_model):
+def test_long_prompt_after_update_does_not_reuse_stale_kv(
+    group: RolloutGroup, hf_model, original_state
+):
     actor = group.actors[1]
     sampling = SamplingConfig(n=1, temperature=1.0, top_p=1.0, max_tokens=6, seed=5)
     # Fill the prefix cache with KV of the long prompt under the current weights.
     ray.get(actor.generate.remote([LONG_PROMPT], sampling))
     version = ray.get(actor.policy_version.remote()) + 1
-    state = perturbed_state(hf_model, seed=2)
+    state = perturbed_state(original_state, seed=2)
     ray.get(actor.update_weights.remote(buckets(state, 2), version))
 
     generation = ray.get(actor.generate.remote([LONG_PROMPT], sampling))[0]
@@ -293,12 +316,14 @@ def test_long_prompt_after_update_does_not_reuse_stale_kv(group: RolloutGroup, h
     assert completion.logprobs == pytest.approx(want, abs=1e-4)
 
 
-def test_layers_vllm_did_not_load_fail_the_reload(group: RolloutGroup, hf_model, tokenizer):
+def test_layers_vllm_did_not_load_fail_the_reload(
+    group: RolloutGroup, hf_model, tokenizer, original_state
+):
     """Past the name check (as on a path without it): vLLM keeps a layer it got nothing for and
     half-builds a fused layer missing a shard; the reload names both and fails. A full update
     afterwards repairs the engine."""
     actor = group.actors[1]
-    state = perturbed_state(hf_model, seed=4)
+    state = perturbed_state(original_state, seed=4)
     dropped = ("model.norm.weight", "model.layers.0.self_attn.v_proj.weight")
     partial = [(n, t) for n, t in state.items() if n not in dropped]
 
@@ -324,7 +349,7 @@ def base_layout_model(tmp_path_factory) -> Path:
     """The warm-started tiny model (it ends its turns with <|im_end|>) re-labelled as a base
     checkpoint: EOS <|endoftext|> in the tokenizer, config and generation config, while the
     chat template still ends a turn with <|im_end|> (Qwen2.5 base models look like this)."""
-    source = ensure_model(ModelConfig())
+    source = ensure_model(ModelConfig(cache_dir=str(MODEL_CACHE)))
     target = tmp_path_factory.mktemp("base-layout") / "model"
     shutil.copytree(source, target)
     tokenizer_config = json.loads((target / "tokenizer_config.json").read_text())

@@ -8,19 +8,24 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import MODEL_CACHE
 
 from azr.config import load_config
 from azr.cruxeval import load_cruxeval
+from azr.models import ensure_model
 from azr.step_metrics import BUDGET_EVENTS
 from azr.tasks import TaskType
 from buffer_service.buffers import TaskBuffers
 from driver.loop import claim_run_dir, train
 from driver.runtime import BufferClient
+from learner.checkpoint import load_hf_weights
+from learner.weight_buckets import tensor_bytes
 
 pytestmark = pytest.mark.slow
 
 GROUPS = [f"{t}/{r}" for t in ("deduction", "abduction", "induction") for r in ("propose", "solve")]
 SMALL = [
+    f"model.cache_dir={MODEL_CACHE}",  # the checkout's own cache, never $HOME's
     "selfplay.batch_size=4",
     "selfplay.mc_samples=3",
     "selfplay.eval_every=2",
@@ -50,18 +55,27 @@ def test_sync_mode_runs_every_phase_for_all_six_groups(sync_run):
     config, summary, records = sync_run
     assert [r["step"] for r in records] == [1, 2]
     assert summary["policy_version"] == 2 and summary["steps"] == 2
+    batch = config.selfplay.batch_size
+    weights = load_hf_weights(ensure_model(config.model))  # the cached model the run used
+    weights.pop("lm_head.weight", None)  # tied to the embeddings: not sent
     for record in records:
         for phase in ("generate_propose", "generate_solve", "execute", "learner", "sync_seconds"):
             assert record[f"time/{phase}"] > 0, phase
         for group in GROUPS:
-            assert record[f"trr/{group}/count"] > 0, group
+            # One sample per proposal and per solved task (rollout.solve.n = 1).
+            assert record[f"trr/{group}/count"] == batch, group
             assert f"trr/{group}/mean" in record and f"trr/{group}/advantage_abs_mean" in record
-        assert record["learner_result/admitted"] == record["learner_result/samples"] > 0
+        for task in ("deduction", "abduction", "induction"):
+            outcomes = [v for k, v in record.items() if k.startswith(f"{task}/propose/outcome/")]
+            assert sum(outcomes) == batch, task  # every proposal has exactly one outcome
+            assert record[f"{task}/solve/count"] == batch, task
+        # Every sample of the step trains: 3 task types x (proposals + solves).
+        assert record["learner_result/admitted"] == record["learner_result/samples"] == 6 * batch
         assert record["learner_result/staleness_max"] == 0  # sync: trained on its own weights
         # tiny.yaml proposes at T = 0.6: the learner's logprobs are taken at each sample's
         # temperature, so on fp32 they equal the engine's (at T = 1 this was 0.02).
         assert record["learner_result/mismatch_kl"] < 1e-4
-        assert record["sync/bytes"] > 0
+        assert record["sync/bytes"] == sum(tensor_bytes(t) for t in weights.values())
     # The warm-started tiny model writes well-formed answers the executor scores.
     assert any(r[f"{t}/solve/format_ok"] > 0 for r in records for t in ("deduction", "abduction"))
     assert "eval/cruxeval_o" in records[1] and "eval/cruxeval_i" in records[1]

@@ -193,9 +193,24 @@ def test_warm_start_trains_caches_and_reports(tmp_path: Path, monkeypatch):
     report = json.loads((path / "warm_start.json").read_text())
     assert report["steps"] == 12 and not report["capped"]
     assert report["loss_last"] < report["loss_first"]
-    for task, role in warm_start_data.COMBOS:
-        assert 0.0 <= report["eval"][f"format_valid/{task}/{role}"] <= 1.0
-    assert 0.0 <= report["eval"]["proposal_valid_program_rate"] <= 1.0
+    rates = [f"format_valid/{task}/{role}" for task, role in warm_start_data.COMBOS]
+    assert set(report["eval"]) == {
+        *rates, "cruxeval_o_accuracy", "proposal_valid_program_rate", "seconds",
+    }  # fmt: skip
+    # Rates over 2 prompts (EVAL_PER_COMBO) and 2 samples (EVAL_SAMPLES): 0, 1/2 or 1.
+    for key in [*rates, "proposal_valid_program_rate"]:
+        assert report["eval"][key] in (0.0, 0.5, 1.0), key
+    # The figures are the model's: evaluated again they are the same, and the untrained base
+    # (which never writes a well-formed response) scores exactly 0 on every one.
+    _, held_out = warm_start_data.split_cruxeval(load_cruxeval(tiny.data_path))
+    again = warm_start.evaluate(path, held_out, seed=tiny.seed)
+    assert {k: v for k, v in again.items() if k != "seconds"} == {
+        k: v for k, v in report["eval"].items() if k != "seconds"
+    }
     base = build_tiny_base(SMALL, tmp_path)
+    untrained = warm_start.evaluate(base, held_out, seed=tiny.seed)
+    assert {k: v for k, v in untrained.items() if k != "seconds"} == dict.fromkeys(
+        [*rates, "cruxeval_o_accuracy", "proposal_valid_program_rate"], 0.0
+    )
     assert digest(path / "model.safetensors") != digest(base / "model.safetensors")
     assert ensure_model(config) == path  # cached by its inputs: no second training run

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import ray
 import torch
-from support import REPO_ROOT
+from support import MODEL_CACHE
 from support.learner import fixed_batch
 
 from actors.group import RolloutGroup
@@ -22,7 +22,6 @@ from learner.checkpoint import load_hf_weights
 from learner.group import LearnerDiedError, LearnerGroup, WeightSyncError
 from learner.weight_buckets import split_into_buckets, tensor_bytes
 
-REPO = REPO_ROOT
 BUCKET_MB = 1
 
 
@@ -40,9 +39,7 @@ def test_buckets_keep_order_and_respect_the_size():
 @pytest.fixture(scope="module")
 def tiny_model() -> str:
     # The shared tiny base (no warm start): a real byte-level BPE tokenizer that vLLM loads.
-    config = ModelConfig(
-        cache_dir=str(REPO / ".scratch/models"), tiny=TinyModelConfig(warm_start_steps=0)
-    )
+    config = ModelConfig(cache_dir=str(MODEL_CACHE), tiny=TinyModelConfig(warm_start_steps=0))
     return str(ensure_model(config))
 
 
@@ -76,8 +73,11 @@ def max_diff(a: list[list[float]], b: list[list[float]]) -> float:
 def test_sync_makes_rollout_logprobs_equal_the_learner(rollout, learner, tiny_model):
     rng = random.Random(0)
     probe = [[rng.randrange(learner.vocab_size) for _ in range(n)] for n in (24, 9)]
+    # Whatever the module's other tests did to the (shared) learner: start from agreement.
+    start = max(rollout.policy_versions()) + 1
+    learner.sync_weights(rollout, version=start)
     start_learner, start_rollout = learner.logprobs(probe), rollout_logprobs(rollout, probe)
-    assert max_diff(start_learner, start_rollout) < 1e-4  # same checkpoint, fp32 both sides
+    assert max_diff(start_learner, start_rollout) < 1e-4  # same weights, fp32 both sides
 
     for _ in range(2):
         learner.train_step(fixed_batch(vocab=learner.vocab_size))
@@ -85,12 +85,12 @@ def test_sync_makes_rollout_logprobs_equal_the_learner(rollout, learner, tiny_mo
     assert max_diff(trained, start_learner) > 1e-3
     assert rollout_logprobs(rollout, probe) == start_rollout  # not synced yet: stale
 
-    result = learner.sync_weights(rollout, version=1)
+    result = learner.sync_weights(rollout, version=start + 1)
     synced = rollout_logprobs(rollout, probe)
     assert max_diff(synced, trained) < 1e-4
     assert max_diff(synced, start_rollout) > 1e-3
-    assert rollout.policy_versions() == [1] and result["version"] == 1
-    assert result["rollout"][0]["version"] == 1
+    assert rollout.policy_versions() == [start + 1] and result["version"] == start + 1
+    assert result["rollout"][0]["version"] == start + 1
 
     # Every parameter went, in buckets of at most BUCKET_MB (a bigger tensor travels alone).
     state = load_hf_weights(Path(tiny_model))
@@ -100,10 +100,11 @@ def test_sync_makes_rollout_logprobs_equal_the_learner(rollout, learner, tiny_mo
     assert result["bytes"] == sum(tensor_bytes(t) for t in state.values())
     assert result["rollout"][0]["tensors"] == len(state)
     assert result["rollout"][0]["elements_loaded"] == sum(t.numel() for t in state.values())
-    assert result["gbps"] > 0
+    assert result["seconds"] > 0
+    assert result["gbps"] == pytest.approx(result["bytes"] / result["seconds"] / 1e9, rel=1e-9)
 
-    with pytest.raises(ValueError, match="not newer"):
-        learner.sync_weights(rollout, version=1)
+    with pytest.raises(ValueError, match=f"weight version {start + 1} is not newer than"):
+        learner.sync_weights(rollout, version=start + 1)
 
 
 @pytest.mark.slow

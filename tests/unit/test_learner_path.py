@@ -107,6 +107,11 @@ def test_pack_concatenates_without_padding_and_aligns_targets():
     assert batch.behaviour_logprobs.tolist() == [-0.5, -0.25, -1.0]
     assert batch.advantages.tolist() == [1.0, 1.0, -1.0]
     assert batch.num_tokens == 3 and empty_micro_batch().num_tokens == 0
+    # Every response token carries its sequence's advantage, sign and value as given (a flipped
+    # sign trains backwards).
+    odd = pack([replace(samples[0], advantage=0.375), replace(samples[1], advantage=-2.5)])
+    assert odd.advantages.dtype == torch.float32
+    assert odd.advantages.tolist() == [0.375, 0.375, -2.5]
 
 
 def test_plan_packs_real_tokens_within_budget_on_equal_depths():

@@ -242,24 +242,52 @@ def test_text_too_long_is_rejected_before_scanning() -> None:
     )
 
 
+ADVERSARIAL_FILLERS = {
+    "backticks": "`" * 400_000,
+    "spaces": " " * 400_000 + "x",
+    "unclosed fence": "```" + "a" * 400_000,
+    "indented fences": ("\t```" + " " * 50 + "\n") * 7_000,
+    "think tags": "<think" * 60_000,
+    "output fences": "```output\n" * 40_000,
+}
+
+
 @pytest.mark.timeout(30)  # a hang guard, not a timing assertion: linear scans take ms here
 @pytest.mark.parametrize(
-    "filler",
+    ("filler", "bare", "in_answer", "in_output_block"),
     [
-        "`" * 400_000,
-        " " * 400_000 + "x",
-        "```" + "a" * 400_000,
-        ("\t```" + " " * 50 + "\n") * 7_000,
-        "<think" * 60_000,
-        "```output\n" * 40_000,
+        # (filler, then the verdict on: the filler alone, inside <answer>, inside an output block
+        # inside <answer>); a str is a FormatError reason, a tuple ("output", x) a parsed answer.
+        ("backticks", "no_answer_tag", "malformed_fence", ("output", "`" * 400_000)),
+        ("spaces", "no_answer_tag", "missing_block:output", ("output", "x")),
+        (
+            "unclosed fence",
+            "no_answer_tag",
+            "unclosed_block:" + "a" * 24,
+            "unclosed_block:output",
+        ),
+        ("indented fences", "no_answer_tag", "unlabelled_block", "unlabelled_block"),
+        ("think tags", "no_answer_tag", "missing_block:output", ("output", "<think" * 60_000)),
+        ("output fences", "no_answer_tag", "unclosed_block:output", "unclosed_block:output"),
     ],
 )
-def test_adversarial_inputs_do_not_backtrack(filler: str) -> None:
+def test_adversarial_inputs_do_not_backtrack(
+    filler: str, bare: object, in_answer: object, in_output_block: object
+) -> None:
     # Patterns that make backtracking regexes explode (long runs of fence characters,
     # unclosed fences, whitespace runs); with a raised size cap so the scan really runs.
-    for text in (filler, wrap(filler), wrap(f"```output\n{filler}\n```")):
-        result = parse_response(text, TaskType.DEDUCTION, Role.SOLVE, max_chars=1_000_000)
-        assert isinstance(result, ParsedAnswer | FormatError)
+    text = ADVERSARIAL_FILLERS[filler]
+    for wrapped, want in (
+        (text, bare),
+        (wrap(text), in_answer),
+        (wrap(f"```output\n{text}\n```"), in_output_block),
+    ):
+        result = parse_response(wrapped, TaskType.DEDUCTION, Role.SOLVE, max_chars=1_000_000)
+        if isinstance(want, tuple):
+            assert isinstance(result, ParsedAnswer), result
+            assert result.output == want[1]
+        else:
+            assert isinstance(result, FormatError) and result.reason == want, result
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
