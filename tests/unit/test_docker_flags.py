@@ -91,6 +91,7 @@ def test_docker_run_argv_runs_the_forkserver_on_stdio_with_the_config():
         "python3", "-s", "-S", "-P", FORKSERVER_IN_IMAGE,
         "--slots", "3", "--timeout", "4.5", "--max-timeout", "4.5",
         "--memory-mb", "300", "--max-output-chars", "5000",
+        "--max-program-chars", str(max(CONFIG.max_program_chars, CONFIG.max_check_chars)),
     ]  # fmt: skip
     # No environment reaches the container: no -e/--env/--env-file, no volume or device.
     for forbidden in ("-e", "--env", "--env-file", "-v", "--volume", "--mount", "--device"):
