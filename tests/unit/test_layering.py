@@ -158,3 +158,10 @@ def test_a_cycle_is_caught_even_through_type_checking_imports(tmp_path: Path):
         },
     )
     assert import_cycles(import_graph(root)) == [["azr.a", "azr.b", "azr.c"]]
+
+
+def test_test_files_have_unique_basenames():
+    """tests/unit and tests/integration are not packages: pytest imports test files by their
+    basename, so two files of one name would make collection fail."""
+    names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
