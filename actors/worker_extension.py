@@ -210,5 +210,5 @@ class WeightSyncExtension:
         """GPU: receive a broadcast and drop it (a refused update: learner rank 0 sends anyway,
         and would wait forever for receivers that left the collective)."""
         for _, dtype, shape in metas:
-            tensor = torch.empty(shape, dtype=getattr(torch, dtype), device="cuda")
+            tensor = torch.empty(shape, dtype=getattr(torch, dtype), device=self.device)  # type: ignore[attr-defined]
             self.azr_weight_comm.broadcast(tensor, src=0)  # type: ignore[attr-defined]

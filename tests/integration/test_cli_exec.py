@@ -147,9 +147,9 @@ def test_validate_prints_one_result_per_line_in_order(tmp_path: Path) -> None:
         "reason": None,
     }
     for case in crux:  # CRUXEval's recorded outputs, compared as literal values
-        result = by_id[case["id"]]
+        result = by_id[case.id]
         assert result["valid"], result
-        assert ast.literal_eval(result["outputs"][0]) == ast.literal_eval(case["output"])
+        assert ast.literal_eval(result["outputs"][0]) == ast.literal_eval(case.output)
 
 
 SCORE_LINES = [

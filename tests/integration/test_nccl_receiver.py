@@ -16,6 +16,7 @@ import pytest
 import torch
 from support.learner import LEARNER_SHAPE, TINY_VOCAB
 
+from actors.weight_check import WeightSyncError
 from actors.worker_extension import WeightSyncExtension
 from azr.tiny.build import init_qwen2
 from learner.nccl_sync import parameter_metas
@@ -36,21 +37,43 @@ class StandInCommunicator:
         tensor.copy_(source)
 
 
+class VLLMStyleModel(torch.nn.Module):
+    """An HF model behind the interface of a vLLM model: ``load_weights`` takes (HF name,
+    tensor) pairs and returns the names it loaded (vLLM's loaders do the same for their own,
+    possibly fused, layers)."""
+
+    def __init__(self, hf: torch.nn.Module, on_load) -> None:
+        super().__init__()
+        self.hf = hf
+        self.config = getattr(hf, "config", None)
+        self.on_load = on_load
+
+    def load_weights(self, weights) -> set[str]:
+        params = dict(self.hf.named_parameters())
+        names = set()
+        with torch.no_grad():
+            for name, tensor in weights:
+                self.on_load(name)
+                params[name].copy_(tensor)
+                names.add(name)
+        return names
+
+
 class ReceivingWorker(WeightSyncExtension):
-    """The parts of a vLLM worker the extension uses; ``reload_weights`` loads HF-named
-    tensors into an HF model (vLLM's layer-wise reload does the same for its own layers)."""
+    """The parts of a vLLM worker the extension uses: its device, its model runner, and
+    ``reload_weights``, which hands the tensors to the model's ``load_weights`` as vLLM's
+    layer-wise reload does."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.device = torch.device("cpu")
-        self.model_runner = SimpleNamespace(model=model)
+        self.model_runner = SimpleNamespace(model=VLLMStyleModel(model, self._loaded))
         self.loads: list[tuple[str, int]] = []  # (name, broadcasts done when it was loaded)
 
+    def _loaded(self, name: str) -> None:
+        self.loads.append((name, len(self.azr_weight_comm.calls)))
+
     def reload_weights(self, weights_iterator) -> None:
-        params = dict(self.model_runner.model.named_parameters())
-        with torch.no_grad():
-            for name, tensor in weights_iterator:
-                self.loads.append((name, len(self.azr_weight_comm.calls)))
-                params[name].copy_(tensor)
+        self.model_runner.model.load_weights(weights_iterator)
 
 
 def models() -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -66,7 +89,8 @@ def test_receive_loads_every_broadcast_tensor_in_meta_order():
     worker = ReceivingWorker(rollout)
     worker.azr_weight_comm = StandInCommunicator(sent)
 
-    assert worker.azr_receive_weights(metas) == len(metas)
+    report = worker.azr_receive_weights(metas)
+    assert report["tensors"] == report["parameters_loaded"] == len(metas)
 
     assert worker.azr_weight_comm.sent == []  # every broadcast was received
     assert [
@@ -95,7 +119,8 @@ def test_a_meta_that_disagrees_with_the_sent_tensor_is_caught():
     worker.azr_weight_comm = StandInCommunicator(
         [p.detach() for _, p in learner.named_parameters()]
     )
-    with pytest.raises(AssertionError):
+    # The communicator's check fails mid-reload; the receiver reports it as a failed sync.
+    with pytest.raises(WeightSyncError, match="reload failed after 0 tensors.*AssertionError"):
         worker.azr_receive_weights(wrong)
 
 

@@ -56,6 +56,7 @@ TIMING_KEYS = (
     "time/",
     "step_seconds",
     "sync/seconds",
+    "sync/verify_seconds",
     "sync/gbps",
     "sync/gather",
     "sync/put",
