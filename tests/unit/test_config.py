@@ -1,4 +1,4 @@
-"""Config loading, overrides, errors and dumping (azr/config.py, azr config show)."""
+"""Config loading, overrides, errors and dumping (azr/config/, azr config show)."""
 
 import subprocess
 import sys

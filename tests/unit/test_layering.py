@@ -136,8 +136,11 @@ def _scratch_tree(tmp_path: Path, files: dict[str, str]) -> Path:
 @pytest.mark.parametrize(
     ("files", "expected"),
     [
-        ({"azr/config.py": "import ray\n"}, "azr/config.py imports ray"),
-        ({"azr/config.py": "from driver.loop import train\n"}, "azr/config.py imports driver"),
+        ({"azr/config/run.py": "import ray\n"}, "azr/config/run.py imports ray"),
+        (
+            {"azr/config/run.py": "from driver.loop import train\n"},
+            "azr/config/run.py imports driver",
+        ),
         ({"azr/x.py": "def f():\n    from learner import group\n"}, "azr/x.py imports learner"),
         ({"learner/a.py": "from actors.rollout import X\n"}, "learner/a.py imports actors"),
         ({"actors/a.py": "import driver.runtime\n"}, "actors/a.py imports driver.runtime"),
