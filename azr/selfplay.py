@@ -28,19 +28,13 @@ from azr.config import AZRConfig, SamplingConfig
 from azr.parsing import FormatError, ParsedAnswer, parse_response
 from azr.prompt_budget import PROMPT_TOO_LONG, PromptBudget
 from azr.prompts import (
-    propose_abduction_prompt,
-    propose_deduction_prompt,
-    propose_induction_prompt,
-    render_chat,
     solve_prompt,
 )
+from azr.proposer_prompts import ProposerPrompts
 from azr.rewards import propose_reward, solve_reward
 from azr.step_metrics import prompt_budget_metrics, step_metrics, trr_metrics
 from azr.step_types import Proposal, Solve, StepOutput, Task, Trajectory
 from azr.tasks import (
-    IDENTITY_INDUCTION,
-    IDENTITY_PROGRAM,
-    IDENTITY_TRIPLET,
     Executor,
     InductionTask,
     Role,
@@ -52,10 +46,6 @@ from azr.tasks import (
     ValidationResult,
 )
 from azr.trr import trr_advantages
-
-INDUCTION_SOURCE_DRAWS = 4
-"""Draws of an induction source program before a slot falls back to the identity program
-(a program too long for the induction proposer prompt is drawn again)."""
 
 
 class Generator(Protocol):
@@ -130,7 +120,10 @@ class StepRunner:
             services.tokenizer, services.max_model_len or config.rollout.max_model_len
         )
         self._budget_events: Counter[tuple[TaskType, str]] = Counter()
-        self._check_smallest_prompts_fit()
+        self.prompts = ProposerPrompts(
+            config, services.store, services.tokenizer, self.budget, rng, self._budget_events
+        )
+        self.prompts.check_identity_prompts_fit(self.task_types)
 
     def _request_seed(self, step: int, round_: int) -> int:
         """A distinct, reproducible seed per (run seed, step, round); prompt i adds i."""
@@ -138,107 +131,12 @@ class StepRunner:
 
     # -- prompts -------------------------------------------------------------------------
     def _chat(self, text: str) -> str:
-        return render_chat(self.services.tokenizer, text)
-
-    def _check_smallest_prompts_fit(self) -> None:
-        """Fail at start-up, naming the numbers, when the identity-task prompts (the fallback
-        when nothing else fits, and the seed of every buffer) do not fit their budget."""
-        ro = self.config.rollout
-        for task in self.task_types:
-            if task == TaskType.INDUCTION:
-                propose, item = self._induction_prompt(IDENTITY_PROGRAM), IDENTITY_INDUCTION
-            else:
-                propose, item = self._proposer_prompt(task, [IDENTITY_TRIPLET]), IDENTITY_TRIPLET
-            solve = self._chat(solve_prompt(task, item))
-            for kind, sampling, prompt in (
-                ("propose", ro.propose, propose),
-                ("solve", ro.solve, solve),
-            ):
-                limit = self.budget.limit(sampling)
-                if not self.budget.fits(prompt, limit):
-                    raise ValueError(
-                        f"the identity task's {task} {kind} prompt has "
-                        f"{self.budget.length(prompt)} tokens, but rollout.max_model_len "
-                        f"({self.budget.max_model_len}) minus rollout.{kind}.max_tokens "
-                        f"({sampling.max_tokens}) leaves {limit}"
-                    )
-
-    def _proposer_prompt(self, task: TaskType, references: Sequence[Triplet]) -> str:
-        ex = self.config.executor
-        build = propose_deduction_prompt if task == TaskType.DEDUCTION else propose_abduction_prompt
-        return self._chat(
-            build(
-                references,
-                banned_modules=ex.banned_modules,
-                banned_builtins=ex.banned_builtins,
-                timeout_s=ex.timeout_s,
-            )
-        )
-
-    def _induction_prompt(self, program: str) -> str:
-        sp, ex = self.config.selfplay, self.config.executor
-        return self._chat(
-            propose_induction_prompt(program, n_inputs=sp.induction_inputs, timeout_s=ex.timeout_s)
-        )
+        return self.prompts.chat(text)
 
     def proposer_prompts(self, task: TaskType, count: int) -> list[tuple[str, str | None]]:
         """``count`` (rendered prompt, source program) pairs for one task type, each within
-        the proposer's prompt budget."""
-        limit = self.budget.limit(self.config.rollout.propose)
-        if task == TaskType.INDUCTION:
-            return [(self._induction_prompt(p), p) for p in self._induction_sources(count, limit)]
-        k = self.config.selfplay.num_references
-        return [
-            (self._fitted_reference_prompt(task, refs, limit), None)
-            for refs in self.services.store.reference_sets(task, k, count)
-        ]
-
-    def _fitted_reference_prompt(
-        self, task: TaskType, references: list[Triplet], limit: int
-    ) -> str:
-        """The proposer prompt with as many of ``references`` as fit: the longest is dropped
-        (and counted) until the prompt fits; with none left, the identity triplet stands in
-        (the start-up check guarantees it fits)."""
-        refs = list(references)
-        while True:
-            prompt = self._proposer_prompt(task, refs or [IDENTITY_TRIPLET])
-            if not refs or self.budget.fits(prompt, limit):
-                return prompt
-            refs.remove(max(refs, key=lambda r: len(r.program) + len(r.input) + len(r.output)))
-            self._budget_events[(task, "references_dropped")] += 1
-
-    def _induction_sources(self, count: int, limit: int) -> list[str]:
-        """``count`` programs drawn uniformly over the programs of the deduction and abduction
-        buffers together (AZR_SPEC): a buffer is picked in proportion to its size, then a
-        program uniformly from it. A program whose induction prompt would not fit is drawn
-        again (counted); after :data:`INDUCTION_SOURCE_DRAWS` draws the identity program
-        stands in."""
-        programs: list[str | None] = [None] * count
-        for _ in range(INDUCTION_SOURCE_DRAWS):
-            open_slots = [i for i, p in enumerate(programs) if p is None]
-            if not open_slots:
-                break
-            for slot, program in zip(open_slots, self._draw_programs(len(open_slots)), strict=True):
-                if self.budget.fits(self._induction_prompt(program), limit):
-                    programs[slot] = program
-                else:
-                    self._budget_events[(TaskType.INDUCTION, "sources_too_long")] += 1
-        return [p if p is not None else IDENTITY_PROGRAM for p in programs]
-
-    def _draw_programs(self, count: int) -> list[str]:
-        """``count`` programs, each uniform over the deduction and abduction buffers' entries."""
-        store = self.services.store
-        sources = (TaskType.DEDUCTION, TaskType.ABDUCTION)
-        sizes = [store.size(t) for t in sources]
-        if sum(sizes) == 0:
-            return [IDENTITY_PROGRAM] * count
-        picks = self.rng.choices(sources, weights=sizes, k=count)
-        pools = {
-            source: iter(store.reference_sets(source, 1, picks.count(source)))
-            for source in sources
-            if source in picks
-        }
-        return [next(pools[source])[0].program for source in picks]
+        the proposer's prompt budget (`azr.proposer_prompts`)."""
+        return self.prompts.for_task(task, count)
 
     # -- round 1 -------------------------------------------------------------------------
     def propose(self, step: int, tasks: Sequence[TaskType] | None = None) -> list[Proposal]:
@@ -454,7 +352,7 @@ class StepRunner:
     def run(self, step: int) -> StepOutput:
         """Round 1, round 2, rewards: one step's training samples."""
         self._timings = {}
-        self._budget_events = Counter()
+        self._budget_events.clear()  # shared with self.prompts: cleared, not replaced
         proposals = self.propose(step)
         solves = self.solve(step, proposals)
         output = self.finish(step, proposals, solves)

@@ -329,7 +329,7 @@ def test_references_are_dropped_until_the_proposer_prompt_fits(tmp_path):
         roomy = runner.proposer_prompts(D, 4)
         assert all(p.count("### Reference") == 6 for p, _ in roomy)
         assert runner._budget_events[(D, "references_dropped")] == 0
-        one_ref = runner._proposer_prompt(D, refs[-1:])
+        one_ref = runner.prompts.reference_prompt(D, refs[-1:])
         # Room for about three of the references beside the prompt's fixed text.
         budget = runner.budget.length(one_ref) + 2 * len(refs[0].program) + 256
         runner.budget.max_model_len = budget + runner.config.rollout.propose.max_tokens
