@@ -50,7 +50,9 @@ ASYNC_RUN = [
     "selfplay.batch_size=4",
     "selfplay.mc_samples=3",
     "selfplay.eval_every=0",
-    "learner.num_workers=1",
+    # Two FSDP2 ranks (the sync chain has one): an update in flight over a sharded learner,
+    # and a resume that loads its checkpoint into a new group of two.
+    "learner.num_workers=2",
     "checkpoint.keep_last=10",  # every checkpoint stays, to compare each with the reference
     "metrics.report=false",  # the end-of-run report is checked in test_run_tracking.py
     f"model.cache_dir={MODEL_CACHE}",

@@ -1,7 +1,7 @@
 """End to end: `driver.loop.train` with real Ray, vLLM (CPU build), FSDP2 over gloo (two
 learner workers), the process sandbox executor pool and the durable buffer actor: sync mode
 and prompts that must fit a small context. Async mode and resume run through the CLI, as users
-run them (test_resume.py)."""
+run them (test_resume.py; its async runs with two learner workers too)."""
 
 from __future__ import annotations
 
