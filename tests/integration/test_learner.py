@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pytest
 import ray
@@ -178,66 +178,96 @@ def test_fsdp2_group_learns_on_a_fixed_batch_and_clips(ray_cluster, tiny_model, 
         group.shutdown()
 
 
-@pytest.mark.slow
-def test_one_update_raises_positive_and_lowers_negative_advantage_responses(
-    ray_cluster, tiny_model
-):
-    """The direction of the update: after one step, every response with a positive advantage
-    is more likely under the learner and every one with a negative advantage less likely."""
-    group = make_group(tiny_model, 2, grad_clip=1e6)
-    try:
-        batch = fixed_batch()
-        assert {s.advantage > 0 for s in batch} == {True, False}
-        before = response_logprobs(group, batch)
-        group.train_step(batch)
-        after = response_logprobs(group, batch)
-    finally:
-        group.shutdown()
-    moved = [sum(a) - sum(b) for a, b in zip(after, before, strict=True)]
-    for s, delta in zip(batch, moved, strict=True):
-        assert math.copysign(1, delta) == math.copysign(1, s.advantage), (s.advantage, moved)
-        assert abs(delta) > 1e-3, moved  # a real move, not rounding
+@dataclass
+class OneUpdate:
+    """One update of ``fixed_batch()`` (no clipping) by a fresh group in one layout."""
+
+    metrics: dict[str, float]
+    probe_logprobs: list[list[float]]
+    """The learner's logprobs of PROBE after the update."""
+    gradient: dict[str, torch.Tensor]
+    """The gradient AdamW saw, per parameter (from the saved first moment)."""
+    before: list[list[float]]
+    after: list[list[float]]
+    """Each response's token logprobs under the learner, before and after the update."""
 
 
-@pytest.mark.slow
-def test_world_size_and_micro_batching_do_not_change_the_update(ray_cluster, tiny_model, tmp_path):
-    """W=1 one micro-batch vs W=1 many micro-batches vs W=2 many, with and without activation
-    checkpointing (FSDP2 over gloo): same gradients and step."""
+LAYOUTS = {
+    # name: (workers, micro-batch token budget (None: the whole batch in one), checkpointing)
+    "w1": (1, None, False),
+    "w1_micro": (1, 64, False),
+    "w2_micro": (2, 64, False),
+    "w2_micro_ac": (2, 64, True),
+}
+
+
+@pytest.fixture(scope="module")
+def one_update_per_layout(ray_cluster, tiny_model, tmp_path_factory) -> dict[str, OneUpdate]:
+    """W=1 one micro-batch, W=1 many, W=2 many, W=2 many with activation checkpointing (FSDP2
+    over gloo): each group's first update of the same batch, made once for the tests below."""
     batch = fixed_batch()
-    one_mb = sum(sample_length(s) for s in batch)
-    results = {}
-    runs = [
-        ("w1", 1, one_mb, False),
-        ("w1_micro", 1, 64, False),
-        ("w2_micro", 2, 64, False),
-        ("w2_micro_ac", 2, 64, True),
-    ]
-    for name, workers, budget, ac in runs:
+    directory = tmp_path_factory.mktemp("one_update")
+    updates = {}
+    for name, (workers, budget, ac) in LAYOUTS.items():
         group = make_group(
             tiny_model,
             workers,
-            micro_batch_tokens=budget,
+            micro_batch_tokens=budget or sum(sample_length(s) for s in batch),
             grad_clip=1e6,
             activation_checkpointing=ac,
             logprob_chunk_tokens=16,
         )
         try:
+            before = response_logprobs(group, batch)
             metrics = group.train_step(batch)
-            group.save_checkpoint(str(tmp_path / name))
-            results[name] = (metrics, group.logprobs(PROBE), first_moment(tmp_path / name))
+            after = response_logprobs(group, batch)
+            group.save_checkpoint(str(directory / name))
+            updates[name] = OneUpdate(
+                metrics, group.logprobs(PROBE), first_moment(directory / name), before, after
+            )
         finally:
             group.shutdown()
-    ref_metrics, ref_lp, ref_grad = results["w1"]
-    assert ref_metrics["micro_batches"] == 1
+    return updates
+
+
+@pytest.mark.slow
+def test_one_update_raises_positive_and_lowers_negative_advantage_responses(
+    one_update_per_layout,
+):
+    """The direction of the update: after one step, every response with a positive advantage
+    is more likely under the learner and every one with a negative advantage less likely."""
+    batch = fixed_batch()
+    assert {s.advantage > 0 for s in batch} == {True, False}
+    for name, update in one_update_per_layout.items():
+        moved = [sum(a) - sum(b) for a, b in zip(update.after, update.before, strict=True)]
+        for s, delta in zip(batch, moved, strict=True):
+            assert math.copysign(1, delta) == math.copysign(1, s.advantage), (name, moved)
+            assert abs(delta) > 1e-3, (name, moved)  # a real move, not rounding
+
+
+@pytest.mark.slow
+def test_world_size_and_micro_batching_do_not_change_the_update(one_update_per_layout):
+    """W=1 one micro-batch vs W=1 many micro-batches vs W=2 many, with and without activation
+    checkpointing (FSDP2 over gloo): same gradients and step."""
+    reference = one_update_per_layout["w1"]
+    assert reference.metrics["micro_batches"] == 1
     for name in ("w1_micro", "w2_micro", "w2_micro_ac"):
-        metrics, lp, grad = results[name]
-        assert metrics["micro_batches"] > 1, name
+        update = one_update_per_layout[name]
+        assert update.metrics["micro_batches"] > 1, name
         for key in ("loss", "grad_norm", "entropy", "clip_fraction", "mismatch_kl"):
-            assert metrics[key] == pytest.approx(ref_metrics[key], rel=1e-5, abs=1e-7), (name, key)
-        assert grad.keys() == ref_grad.keys()
-        for param in grad:
-            torch.testing.assert_close(grad[param], ref_grad[param], rtol=1e-4, atol=1e-7)
-        torch.testing.assert_close(torch.tensor(lp[0]), torch.tensor(ref_lp[0]), rtol=0, atol=1e-5)
+            want = reference.metrics[key]
+            assert update.metrics[key] == pytest.approx(want, rel=1e-5, abs=1e-7), (name, key)
+        assert update.gradient.keys() == reference.gradient.keys()
+        for param in update.gradient:
+            torch.testing.assert_close(
+                update.gradient[param], reference.gradient[param], rtol=1e-4, atol=1e-7
+            )
+        torch.testing.assert_close(
+            torch.tensor(update.probe_logprobs[0]),
+            torch.tensor(reference.probe_logprobs[0]),
+            rtol=0,
+            atol=1e-5,
+        )
 
 
 @pytest.mark.slow

@@ -6,52 +6,57 @@ deterministic, so each interrupted-then-resumed run is compared with an uninterr
 the same config, step by step: step, policy version, the metrics of the next step and the
 buffers' contents at each checkpoint.
 
-One chain of processes serves the sync-mode tests (module fixtures, so the tests need no
-order): start, Ctrl-C (SIGINT to the process group, as a terminal sends it) -> `azr train
---resume RUN_DIR` -> SIGKILL between two checkpoints -> a leftover ``.tmp`` of a checkpoint
-torn mid-write -> `azr train --resume RUN_DIR` to the end. Async mode resumes from a
-periodic checkpoint of an uninterrupted run.
+The sync-mode tests read one chain of processes, shared with test_run_tracking.py (session
+fixtures of tests/integration/conftest.py, so the tests need no order): start, Ctrl-C (SIGINT
+to the process group, as a terminal sends it) -> `azr train --resume RUN_DIR` -> SIGKILL
+between two checkpoints -> a leftover ``.tmp`` of a checkpoint torn mid-write -> `azr train
+--resume RUN_DIR` to the end. Async mode resumes from a periodic checkpoint of an
+uninterrupted run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from support import MODEL_CACHE, REPO_ROOT
+from support import MODEL_CACHE
+from support.train_runs import (
+    SYNC_STEPS,
+    Chain,
+    Train,
+    hidden_leftovers,
+    records,
+    said,
+    train_to_the_end,
+)
 
 from buffer_service.record_log import read_log
 from driver.checkpoint import STATE_FILE, checkpoint_dir, latest_checkpoint, step_of
 
-# A hang guard for the module's chains of runs (several `azr train` processes in one fixture
-# set-up on two shared cores), not a timing assertion.
+# A hang guard for the chains of runs (several `azr train` processes in one fixture set-up on
+# two shared cores), not a timing assertion.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
-AZR = Path(sys.executable).parent / "azr"
-STEPS = 4
+STEPS = SYNC_STEPS
 """Steps of a sync run."""
 ASYNC_STEPS = 6
 """Steps of the async run: a checkpoint after step 3, then three steps without one, so that
 after a resume from it an update that overlapped generation is logged (step 6)."""
-SMALL = [
+ASYNC_RUN = [
+    "selfplay.mode=async",
+    f"selfplay.steps={ASYNC_STEPS}",
+    "checkpoint.every=3",
     "selfplay.batch_size=4",
     "selfplay.mc_samples=3",
     "selfplay.eval_every=0",
-    "learner.num_workers=1",
+    # Two FSDP2 ranks (the sync chain has one): an update in flight over a sharded learner,
+    # and a resume that loads its checkpoint into a new group of two.
+    "learner.num_workers=2",
     "checkpoint.keep_last=10",  # every checkpoint stays, to compare each with the reference
+    "metrics.report=false",  # the end-of-run report is checked in test_run_tracking.py
     f"model.cache_dir={MODEL_CACHE}",
 ]
-PROCESS_TIMEOUT_S = 900
-"""Hang guard for one `azr train` process."""
 TIMING_KEYS = (
     "time/",
     "step_seconds",
@@ -67,83 +72,6 @@ TIMING_KEYS = (
 """Metrics that measure time: the only ones two runs of one config may disagree on."""
 
 
-@dataclass
-class Train:
-    """One `azr train` process in a session (process group) of its own."""
-
-    run_dir: Path
-    log: Path
-    process: subprocess.Popen
-    records_before: int = 0
-    """Lines metrics.jsonl had when this process started (it appends)."""
-    output: str = field(default="", init=False)
-
-    @classmethod
-    def start(cls, run_dir: Path, name: str, *args: str) -> Train:
-        log = run_dir.parent / f"{name}.out"
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        env["COLUMNS"] = "1000"  # rich wraps long paths at the terminal width otherwise
-        before = len(records(run_dir))
-        process = subprocess.Popen(
-            [str(AZR), "train", *args],
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=REPO_ROOT,
-            start_new_session=True,
-        )
-        return cls(run_dir, log, process, before)
-
-    def wait_for(self, condition: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + PROCESS_TIMEOUT_S
-        while not condition():
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"azr train exited ({self.process.returncode}) before {what}:\n{self.tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} after {PROCESS_TIMEOUT_S} s:\n{self.tail()}")
-            time.sleep(0.1)
-
-    def signal(self, signum: int) -> None:
-        """Signal the whole process group, as a terminal's Ctrl-C or an OOM killer's group kill."""
-        os.killpg(self.process.pid, signum)
-
-    def finish(self) -> int:
-        try:
-            code = self.process.wait(timeout=PROCESS_TIMEOUT_S)
-        finally:
-            self.kill()
-        self.output = self.log.read_text(errors="replace")
-        return code
-
-    def kill(self) -> None:
-        """Whatever of the process group is still alive (the Ray processes it started)."""
-        with contextlib.suppress(ProcessLookupError):  # the group is gone already
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=60)
-
-    def new_records(self) -> list[dict]:
-        return records(self.run_dir)[self.records_before :]
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-
-def records(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines()
-    return [json.loads(line) for line in lines if line.endswith("}")]  # not a torn last line
-
-
-def said(run: Train, text: str) -> bool:
-    """Whether the process printed `text` (whitespace aside: the console may wrap lines)."""
-    return "".join(text.split()) in "".join(run.output.split())
-
-
 def deterministic(record: dict) -> dict:
     return {k: v for k, v in record.items() if not k.startswith(TIMING_KEYS)}
 
@@ -154,10 +82,6 @@ def assert_same_step(got: dict, want: dict) -> None:
     assert got.keys() == want.keys()
     for key, value in want.items():
         assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (want["step"], key)
-
-
-def whole_checkpoint(run_dir: Path, step: int) -> Callable[[], bool]:
-    return lambda: (checkpoint_dir(run_dir, step) / STATE_FILE).exists()
 
 
 def driver_state(checkpoint: Path) -> dict:
@@ -177,109 +101,10 @@ def buffer_contents(checkpoint: Path) -> dict:
     }
 
 
-def hidden_leftovers(run_dir: Path) -> list[str]:
-    return sorted(p.name for p in (run_dir / "checkpoints").glob(".*"))
-
-
-def train_to_the_end(run_dir: Path, name: str, *args: str) -> Train:
-    run = Train.start(run_dir, name, *args)
-    code = run.finish()
-    assert code == 0, run.output[-3000:]
-    return run
-
-
 # ----------------------------------------------------------------------------- sync: the chain
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    """An uninterrupted sync run: a checkpoint after every step."""
-    out = tmp_path_factory.mktemp("reference")
-    run = train_to_the_end(
-        out / "ref", "ref", f"output_dir={out}", "run_name=ref", f"selfplay.steps={STEPS}",
-        "checkpoint.every=1", *SMALL,
-    )  # fmt: skip
-    assert said(run, f"finished: {STEPS} steps, policy version {STEPS}")
-    return out / "ref"
-
-
-@dataclass
-class Chain:
-    run_dir: Path
-    stopped: Train | None = None
-    stopped_code: int | None = None
-    stopped_at: int | None = None
-    """Steps logged when the Ctrl-C'd process had exited."""
-    newest_after_stop: Path | None = None
-    leftovers_after_stop: list[str] = field(default_factory=list)
-    resumed: Train | None = None
-    killed_at: int | None = None
-    """Step of the newest whole checkpoint when the resumed process was SIGKILLed."""
-    torn: Path | None = None
-    finished: Train | None = None
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory) -> Iterator[Chain]:
-    out = tmp_path_factory.mktemp("chain")
-    state = Chain(out / "chain")
-    yield state
-    for run in (state.stopped, state.resumed, state.finished):
-        if run is not None:
-            run.kill()
-
-
-@pytest.fixture(scope="module")
-def stopped(chain: Chain) -> Chain:
-    """Ctrl-C once the first step is logged: the run finishes its step, checkpoints, exits."""
-    run = Train.start(
-        chain.run_dir,
-        "stopped",
-        f"output_dir={chain.run_dir.parent}",
-        "run_name=chain",
-        f"selfplay.steps={STEPS}",
-        "checkpoint.every=1",
-        *SMALL,
-    )
-    chain.stopped = run
-    run.wait_for(lambda: len(records(chain.run_dir)) >= 1, "a first step")
-    run.signal(signal.SIGINT)
-    chain.stopped_code = run.finish()
-    # What the stop left, as seen before the later fixtures of the chain change the run.
-    chain.stopped_at = len(records(chain.run_dir))
-    chain.newest_after_stop = latest_checkpoint(chain.run_dir)
-    chain.leftovers_after_stop = hidden_leftovers(chain.run_dir)
-    return chain
-
-
-@pytest.fixture(scope="module")
-def resumed(stopped: Chain) -> Chain:
-    """`azr train --resume RUN_DIR`, SIGKILLed (with every process of its group) once it has
-    written its first new checkpoint: the next step is under way, between two checkpoints."""
-    first_new = len(records(stopped.run_dir)) + 1
-    run = Train.start(stopped.run_dir, "resumed", "--resume", str(stopped.run_dir))
-    stopped.resumed = run
-    run.wait_for(whole_checkpoint(stopped.run_dir, first_new), f"checkpoint {first_new}")
-    run.signal(signal.SIGKILL)
-    run.finish()
-    stopped.killed_at = step_of(latest_checkpoint(stopped.run_dir))
-    return stopped
-
-
-@pytest.fixture(scope="module")
-def finished(resumed: Chain) -> Chain:
-    """A checkpoint torn mid-write (what a kill during the save leaves: no driver.json), then
-    `azr train --resume RUN_DIR` to the end."""
-    assert resumed.killed_at is not None
-    torn = resumed.run_dir / "checkpoints" / f".step_{resumed.killed_at + 1:06d}.tmp"
-    (torn / "learner").mkdir(parents=True)
-    (torn / "learner" / "model.safetensors").write_bytes(b"\0" * 100)  # half-written
-    resumed.torn = torn
-    resumed.finished = train_to_the_end(
-        resumed.run_dir, "finished", "--resume", str(resumed.run_dir)
-    )
-    return resumed
-
-
-def test_the_reference_run_checkpoints_every_step_and_resumes_from_its_newest(reference):
+def test_the_reference_run_checkpoints_every_step_and_resumes_from_its_newest(sync_reference):
+    reference = sync_reference.run_dir
+    assert said(sync_reference, f"finished: {STEPS} steps, policy version {STEPS}")
     steps = [r["step"] for r in records(reference)]
     assert steps == list(range(1, STEPS + 1))
     assert [r["policy_version"] for r in records(reference)] == steps
@@ -291,94 +116,112 @@ def test_the_reference_run_checkpoints_every_step_and_resumes_from_its_newest(re
     assert hidden_leftovers(reference) == []
 
 
-def test_ctrl_c_finishes_the_step_checkpoints_and_exits_cleanly(stopped, reference):
-    assert stopped.stopped is not None and stopped.stopped_at is not None
-    assert stopped.stopped_code == 0, stopped.stopped.output[-3000:]
-    last = stopped.stopped_at
+def test_ctrl_c_finishes_the_step_checkpoints_and_exits_cleanly(
+    stopped_chain: Chain, sync_reference: Train
+):
+    chain, reference = stopped_chain, sync_reference.run_dir
+    assert chain.stopped is not None
+    assert chain.stopped_code == 0, chain.stopped.output[-3000:]
+    last = chain.stopped_at
     assert 1 <= last < STEPS
-    assert said(stopped.stopped, f"stopped by Ctrl-C: {last} steps, policy version {last}")
-    done = records(stopped.run_dir)[:last]
+    assert said(chain.stopped, f"stopped by Ctrl-C: {last} steps, policy version {last}")
+    done = chain.stopped_records
     assert [r["step"] for r in done] == list(range(1, last + 1))
     for got, want in zip(done, records(reference), strict=False):
         assert_same_step(got, want)
-    newest = checkpoint_dir(stopped.run_dir, last)
-    assert stopped.newest_after_stop == newest
+    newest = checkpoint_dir(chain.run_dir, last)
+    assert chain.newest_after_stop == newest
     assert (driver_state(newest)["step"], driver_state(newest)["version"]) == (last, last)
     assert buffer_contents(newest) == buffer_contents(checkpoint_dir(reference, last))
-    assert stopped.leftovers_after_stop == []
+    assert chain.leftovers_after_stop == []
 
 
-def test_resume_through_the_cli_continues_where_ctrl_c_stopped(resumed, reference):
-    assert resumed.resumed is not None and resumed.stopped is not None
-    stopped_at = resumed.stopped_at
-    assert said(resumed.resumed, f"resuming from {checkpoint_dir(resumed.run_dir, stopped_at)}")
-    new = resumed.resumed.new_records()
+def test_resume_through_the_cli_continues_where_ctrl_c_stopped(
+    killed_chain: Chain, sync_reference: Train
+):
+    chain, reference = killed_chain, sync_reference.run_dir
+    assert chain.resumed is not None
+    stopped_at = chain.stopped_at
+    assert said(chain.resumed, f"resuming from {checkpoint_dir(chain.run_dir, stopped_at)}")
+    new = chain.killed_records[stopped_at:]  # what the resumed process logged before its kill
     assert new and new[0]["step"] == stopped_at + 1
     assert new[0]["policy_version"] == stopped_at + 1
     for got in new:
         assert_same_step(got, records(reference)[got["step"] - 1])
-    first = checkpoint_dir(resumed.run_dir, stopped_at + 1)
+    first = checkpoint_dir(chain.run_dir, stopped_at + 1)
     assert driver_state(first)["version"] == stopped_at + 1
     assert buffer_contents(first) == buffer_contents(checkpoint_dir(reference, stopped_at + 1))
 
 
-def test_sigkill_between_checkpoints_then_resume_reproduces_the_run(finished, reference):
-    assert finished.finished is not None and finished.killed_at is not None
-    killed_at = finished.killed_at
-    assert said(finished.finished, f"resuming from {checkpoint_dir(finished.run_dir, killed_at)}")
-    new = finished.finished.new_records()
+def test_sigkill_between_checkpoints_then_resume_reproduces_the_run(
+    finished_chain: Chain, sync_reference: Train
+):
+    chain, reference = finished_chain, sync_reference.run_dir
+    assert chain.finished is not None and chain.killed_at is not None
+    killed_at = chain.killed_at
+    assert said(chain.finished, f"resuming from {checkpoint_dir(chain.run_dir, killed_at)}")
+    new = records(chain.run_dir)[killed_at:]  # the records past the checkpoint are set aside
     assert [r["step"] for r in new] == list(range(killed_at + 1, STEPS + 1))
     assert [r["policy_version"] for r in new] == list(range(killed_at + 1, STEPS + 1))
     for got in new:
         assert_same_step(got, records(reference)[got["step"] - 1])
-    assert said(finished.finished, f"finished: {STEPS} steps, policy version {STEPS}")
+    assert said(chain.finished, f"finished: {STEPS} steps, policy version {STEPS}")
     for step in range(killed_at + 1, STEPS + 1):
-        mine, theirs = checkpoint_dir(finished.run_dir, step), checkpoint_dir(reference, step)
+        mine, theirs = checkpoint_dir(chain.run_dir, step), checkpoint_dir(reference, step)
         assert driver_state(mine)["version"] == step
         assert buffer_contents(mine) == buffer_contents(theirs), step
 
 
-def test_a_checkpoint_torn_mid_write_is_ignored_then_removed(finished):
-    assert finished.torn is not None and finished.killed_at is not None
+def test_a_checkpoint_torn_mid_write_is_ignored_then_removed(finished_chain: Chain):
+    chain = finished_chain
+    assert chain.torn is not None and chain.killed_at is not None
     # The resume used the newest whole checkpoint, not the torn one of the next step ...
-    assert said(
-        finished.finished, f"resuming from {checkpoint_dir(finished.run_dir, finished.killed_at)}"
-    )
+    assert said(chain.finished, f"resuming from {checkpoint_dir(chain.run_dir, chain.killed_at)}")
     # ... and the first save of the resumed run replaced it by a whole one.
-    assert not finished.torn.exists()
-    assert hidden_leftovers(finished.run_dir) == []
-    assert (
-        step_of(checkpoint_dir(finished.run_dir, finished.killed_at + 1)) == finished.killed_at + 1
-    )
+    assert not chain.torn.exists()
+    assert hidden_leftovers(chain.run_dir) == []
+    assert step_of(checkpoint_dir(chain.run_dir, chain.killed_at + 1)) == chain.killed_at + 1
 
 
 # ----------------------------------------------------------------------------- async
 @pytest.fixture(scope="module")
-def async_reference(tmp_path_factory) -> Path:
+def async_reference(tmp_path_factory, train_ray_tmp) -> Train:
     """An uninterrupted async run with one periodic checkpoint, after step 3 (a checkpoint
     holds no update in flight: it finishes step 3's)."""
     out = tmp_path_factory.mktemp("async")
-    train_to_the_end(
-        out / "async", "async", f"output_dir={out}", "run_name=async", "selfplay.mode=async",
-        f"selfplay.steps={ASYNC_STEPS}", "checkpoint.every=3", *SMALL,
-    )  # fmt: skip
-    return out / "async"
+    return train_to_the_end(
+        out / "async", "async", train_ray_tmp, f"output_dir={out}", "run_name=async", *ASYNC_RUN
+    )
 
 
-def test_async_resume_from_a_checkpoint_reproduces_the_run(async_reference, tmp_path):
-    reference = records(async_reference)
+def test_async_mode_overlaps_update_and_admits_one_version_old_samples(async_reference):
+    reference = records(async_reference.run_dir)
+    # Step t+1 generated with weights t-1 while the learner trained on step t: one version lag.
+    assert reference[2]["learner_result/staleness_max"] == 1
+    assert reference[2]["learner_result/dropped_stale"] == 0
+    assert reference[2]["learner_result/admitted"] > 0
+    # The last checkpoint finishes the update in flight: every step's update is in.
+    assert said(async_reference, f"finished: {ASYNC_STEPS} steps, policy version {ASYNC_STEPS}")
+
+
+def test_async_resume_from_a_checkpoint_reproduces_the_run(
+    async_reference, train_ray_tmp, tmp_path
+):
+    reference_dir = async_reference.run_dir
+    reference = records(reference_dir)
     # Step t's update finishes during step t+1 and is logged there; the checkpoint after step
     # 3 finished step 3's update (version 3 saved), so step 4 reports no update.
     assert [r["policy_version"] for r in reference] == [0, 1, 2, 3, 4, 5]
-    assert driver_state(checkpoint_dir(async_reference, 3))["version"] == 3
+    assert driver_state(checkpoint_dir(reference_dir, 3))["version"] == 3
     assert [r.get("learner_result/staleness_max") for r in reference] == [
         None, 0, 1, None, 0, 1,
     ]  # fmt: skip
     run = train_to_the_end(
-        tmp_path / "resumed", "resumed", "--resume", str(checkpoint_dir(async_reference, 3)),
+        tmp_path / "resumed", "resumed", train_ray_tmp,
+        "--resume", str(checkpoint_dir(reference_dir, 3)),
         f"output_dir={tmp_path}", "run_name=resumed",
     )  # fmt: skip
-    assert said(run, f"resuming from {checkpoint_dir(async_reference, 3)}")
+    assert said(run, f"resuming from {checkpoint_dir(reference_dir, 3)}")
     new = records(tmp_path / "resumed")
     assert [r["step"] for r in new] == [4, 5, 6]
     assert [r["policy_version"] for r in new] == [3, 4, 5]
@@ -390,4 +233,4 @@ def test_async_resume_from_a_checkpoint_reproduces_the_run(async_reference, tmp_
     assert said(run, f"finished: {ASYNC_STEPS} steps, policy version {ASYNC_STEPS}")
     final = checkpoint_dir(tmp_path / "resumed", ASYNC_STEPS)
     assert driver_state(final)["version"] == ASYNC_STEPS
-    assert buffer_contents(final) == buffer_contents(checkpoint_dir(async_reference, ASYNC_STEPS))
+    assert buffer_contents(final) == buffer_contents(checkpoint_dir(reference_dir, ASYNC_STEPS))
