@@ -123,12 +123,18 @@ def _split_grid(name: str, split: Split) -> list[dict[str, object]]:
 
 
 def draw_inputs(
-    family: Family, params: dict, rng: random.Random, split: Split, count: int
+    family: Family,
+    params: dict,
+    rng: random.Random,
+    split: Split,
+    count: int,
+    first: bool | None = None,
 ) -> list[tuple[str, str]]:
     """``count`` distinct (input, output) texts in ``split``, the output by the twin; the
-    outputs alternate True and False from a random first one (a task with one input is True
-    or False with even odds; an induction task shows both answers and hides both)."""
-    first = rng.random() < 0.5
+    outputs alternate True and False from ``first`` (None: a random one), so a task with one
+    input is True or False with even odds and an induction task shows both answers and hides
+    both."""
+    first = rng.random() < 0.5 if first is None else first
     pairs: dict[str, str] = {}
     for _ in range(1000 * count):
         if len(pairs) == count:

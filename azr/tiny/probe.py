@@ -8,8 +8,10 @@ probe is fixed before any training, the same on every machine, and costs nothing
 `azr.eval.probe_bench` asks it (``azr eval MODEL --benchmarks probe``; the training loop's
 ``eval/probe/<type>``).
 
-Rows are balanced over the families (the same number of each, in turn), so a change of the
-mixture cannot pass for learning.
+Rows are balanced over the families (the same number of each, in turn) and over the answers
+(True and False in turn within each family), so neither a change of the mixture nor a model
+that gives one answer to everything can pass for learning: a constant answer scores 50% on
+deduction.
 """
 
 from __future__ import annotations
@@ -110,7 +112,11 @@ def draft_probe(seed: int = PROBE_SEED, per_type: int = PER_TYPE) -> list[ProbeD
         while len(seen) < per_type:
             family = FAMILIES[len(seen) % len(FAMILIES)]
             program, params = draw_program(family, rng, "probe")
-            inputs = tuple(i for i, _ in draw_inputs(family, params, rng, "probe", n_inputs))
+            # each family's tasks alternate a True and a False answer (induction: which comes
+            # first): one answer given to every task scores 50%
+            first = (len(seen) // len(FAMILIES)) % 2 == 0
+            pairs = draw_inputs(family, params, rng, "probe", n_inputs, first)
+            inputs = tuple(i for i, _ in pairs)
             if (program, inputs) in seen:
                 continue
             seen.add((program, inputs))

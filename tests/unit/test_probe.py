@@ -19,7 +19,7 @@ from azr.eval.probe_bench import PROBE_BENCHMARKS
 from azr.eval.registry import load_benchmarks, metric_key
 from azr.eval.run import judge
 from azr.eval.benchmark import Answer
-from azr.tasks import TaskType, ValidateRequest
+from azr.tasks import IDENTITY_PROGRAM, TaskType, ValidateRequest
 from azr.tiny import data
 from azr.tiny.families import FAMILIES, draw_task
 from azr.tiny.probe import PER_TYPE, PROBE_FILE, draft_probe, read_probe, validate_requests
@@ -63,7 +63,10 @@ def probe_inputs(row) -> list[str]:
 
 def test_probe_is_disjoint_from_the_warm_start_by_program_key_and_input(probe):
     warm_programs, warm_inputs = warm_start_texts()
-    assert len(warm_programs) > 100 and len(warm_inputs) > 1000  # the scan found the data
+    # the scan found the data: the warm split's programs (and the identity seed), nothing else
+    warm_split = {program_fingerprint(f.program(p)) for f in FAMILIES for p in f.split("warm")}
+    assert warm_programs <= warm_split | {program_fingerprint(IDENTITY_PROGRAM)}
+    assert len(warm_programs) >= len(warm_split) - 2 and len(warm_inputs) > 1000
     clashes = [row.id for row in probe if program_fingerprint(row.program) in warm_programs]
     assert clashes == []
     reused = [row.id for row in probe if any(input_form(i) in warm_inputs for i in probe_inputs(row))]
