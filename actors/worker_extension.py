@@ -29,6 +29,17 @@ def expected_gap(layer_class: str, tied: bool) -> bool:
     return layer_class.endswith("RotaryEmbedding") or (tied and layer_class == "ParallelLMHead")
 
 
+def vocab_padding_elements(layer: torch.nn.Module) -> int:
+    """Elements of a vocab-parallel layer's padding rows: vLLM rounds the vocabulary up (to a
+    multiple of 64 per shard), no checkpoint holds those rows and a reload never fills them
+    (no token id reaches them, and the logits are cut to the real vocabulary)."""
+    indices = getattr(layer, "shard_indices", None)
+    if indices is None:
+        return 0
+    rows = indices.num_org_vocab_padding + indices.num_added_vocab_padding
+    return rows * int(getattr(layer, "embedding_dim", 0))
+
+
 class ExpectedReloadGaps(logging.Filter):
     """Drops vLLM's "<Layer>: Failed to load weights" for the layers of `expected_gap`, and
     records every other such layer in ``unexpected`` (the reload then fails)."""
@@ -98,6 +109,9 @@ class ReloadAudit:
                 continue  # nothing to load / processed by vLLM's finalize in any case
             if info.load_numel == 0 and expected_gap(type(layer).__name__, self.tied):
                 continue
+            padding = vocab_padding_elements(layer)
+            if padding and info.load_numel == total - padding:
+                continue  # every real row loaded; the padding rows are never loaded
             self.gaps.append(
                 f"{name} ({type(layer).__name__}): {info.load_numel} of {total} elements"
             )

@@ -91,6 +91,14 @@ def print_run_summary(summary: dict, task_types: list[str]) -> None:
     evals = {k.removeprefix("eval/"): v for k, v in summary.items() if k.startswith("eval/")}
     if evals:
         console.print("last eval: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(evals.items())))
+    probe = [
+        f"{name.removeprefix('probe/')} {summary[f'step0_eval/{name}']:.2f} → {value:.2f}"
+        for name, value in sorted(evals.items())
+        if name.startswith("probe/") and not name.endswith("_format_ok")
+        and f"step0_eval/{name}" in summary
+    ]  # fmt: skip
+    if probe:
+        console.print("probe accuracy, step 0 → last eval: " + ", ".join(probe))
     console.print(f"logs:       {summary['logs']}")
     console.print(f"checkpoint: {summary['checkpoint']}")
     console.print(f"metrics:    {summary['metrics_log']}")

@@ -50,8 +50,8 @@ def models_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--benchmarks",
         default=DEFAULT_BENCHMARKS,
-        help="comma-separated: cruxeval-o, cruxeval-i, humaneval, code:FILE.jsonl, "
-        f"math:FILE.jsonl (default {DEFAULT_BENCHMARKS})",
+        help="comma-separated: cruxeval-o, cruxeval-i, humaneval, probe (the tiny model's "
+        f"fixed probe), code:FILE.jsonl, math:FILE.jsonl (default {DEFAULT_BENCHMARKS})",
     )
     parser.add_argument("--samples", type=int, help="completions per problem (default 1)")
     parser.add_argument("--temperature", type=float, help="default rollout.eval's (greedy)")

@@ -71,6 +71,10 @@ def train(
             version=state.version,
         )
         telemetry = StepTelemetry(enabled=config.metrics.enabled)
+        baseline: dict = {}
+        if eval_set and state.step == 0:  # the untrained policy's figures: what steps improve on
+            baseline = periodic_eval(rt, config, eval_set, 0)
+            trackers.log({"step": 0, **baseline})
         bar = tqdm(total=config.selfplay.steps, initial=state.step, desc="self-play", unit="step")
         try:
             while state.step < config.selfplay.steps and not stop.requested:
@@ -107,7 +111,7 @@ def train(
         finally:
             bar.close()
             schedule.close()
-    return summary(config, state, checkpoint_path, stop.requested)
+    return summary(config, state, checkpoint_path, stop.requested, baseline)
 
 
 def claim_run_dir(config: AZRConfig) -> AZRConfig:
@@ -206,7 +210,9 @@ def eval_benchmarks(config: AZRConfig) -> list[Benchmark]:
     sp = config.selfplay
     if not sp.eval_every:
         return []
-    return load_benchmarks(sp.eval_benchmarks, size=sp.eval_size, cruxeval_file=sp.eval_data)
+    return load_benchmarks(
+        sp.eval_benchmarks, size=sp.eval_size, cruxeval_file=sp.eval_data, probe_size=sp.probe_size
+    )
 
 
 def progress_line(record: dict, tasks: list[TaskType]) -> str:
@@ -222,8 +228,11 @@ def progress_line(record: dict, tasks: list[TaskType]) -> str:
     return " | ".join(parts)
 
 
-def summary(config: AZRConfig, state: LoopState, checkpoint: Path, interrupted: bool) -> dict:
-    """Means over this process's steps per task type, the newest eval, and the run's files."""
+def summary(
+    config: AZRConfig, state: LoopState, checkpoint: Path, interrupted: bool, baseline: dict
+) -> dict:
+    """Means over this process's steps per task type, the step-0 and newest evals, and the
+    run's files."""
     tasks = [TaskType(t) for t in config.selfplay.task_types]
     history = state.history
     out: dict[str, object] = {
@@ -243,6 +252,7 @@ def summary(config: AZRConfig, state: LoopState, checkpoint: Path, interrupted: 
     evals = [r for r in history if any(k.startswith("eval/") for k in r)]
     if evals:
         out.update({k: v for k, v in evals[-1].items() if k.startswith("eval/")})
+    out.update({f"step0_{k}": v for k, v in baseline.items() if k.startswith("eval/")})
     return out
 
 

@@ -16,6 +16,7 @@ crash mid-save never leaves a directory that looks complete. Loading uses
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -51,6 +52,18 @@ class CheckpointError(RuntimeError):
 
 def staging_dir(final: Path) -> Path:
     return final.with_name(final.name + ".tmp")
+
+
+def weights_digest(model_dir: str | Path) -> str:
+    """sha256 over every tensor of a directory's safetensors files, names sorted: equal digests
+    = bit-identical weights (the frozen control's check, `benchmarks/learning.py`)."""
+    hasher = hashlib.sha256()
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        tensors = load_file(path)
+        for name in sorted(tensors):
+            hasher.update(name.encode())
+            hasher.update(tensors[name].contiguous().view(torch.uint8).numpy().tobytes())
+    return hasher.hexdigest()
 
 
 def save_hf_weights(state_dict: dict[str, torch.Tensor], out_dir: Path) -> None:

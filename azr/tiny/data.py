@@ -1,10 +1,9 @@
-"""The warm start's data: supervised examples of well-formed AZR responses built from CRUXEval.
+"""The warm start's data: supervised examples of well-formed AZR responses over program families.
 
-Train half only (even ``sample_<k>`` ids; the odd half is for evaluation). Proposal targets are
-a small pool of the shortest train programs, and the solves of those programs get a share of
-every batch, so Monte-Carlo solves of the model's own proposals succeed sometimes. Proposer
-prompts use a default ``ExecutorConfig``'s bans and timeout, the text self-play shows by
-default. Nothing here executes a program (``ast.literal_eval`` only). Why: docs/tiny.md.
+Every program and input comes from the *warm* split of `azr.tiny.families` (the probe split is
+never shown), and every answer from the families' trusted twins: nothing here runs a program
+text. Proposer prompts use a default ``ExecutorConfig``'s bans and timeout, the text self-play
+shows by default. Why families and these shares: docs/tiny.md.
 """
 
 from __future__ import annotations
@@ -16,8 +15,15 @@ from dataclasses import dataclass
 
 from azr import prompts
 from azr.config import ExecutorConfig
-from azr.cruxeval import CruxEvalRow, split_rows
-from azr.tasks import IDENTITY_INDUCTION, IDENTITY_TRIPLET, Role, TaskType, Triplet
+from azr.tasks import (
+    IDENTITY_INDUCTION,
+    IDENTITY_PROGRAM,
+    IDENTITY_TRIPLET,
+    Role,
+    TaskType,
+    Triplet,
+)
+from azr.tiny.families import draw_digits, draw_task, split_of
 
 # CPython 3.11's AST constructor is not thread-safe ("AST constructor recursion depth
 # mismatch" when two threads build the dataset at once): parse under one lock.
@@ -34,30 +40,27 @@ def literal(text: str) -> tuple[bool, object]:
 
 
 NUM_REFERENCES = 2
-"""References per warm-start proposer prompt (self-play uses K=6; 2 keeps sequences short)."""
+"""References per warm-start proposer prompt (self-play's tiny config shows as many)."""
 INDUCTION_INPUTS = 4
-"""Inputs per warm-start induction proposal."""
-PROPOSAL_POOL = 8
-"""Shortest train programs used as proposal targets and references."""
-REFERENCE_DRAWS = 1
-"""Deduction/abduction proposer prompts per pool program (different reference draws)."""
-IDENTITY_INDUCTION_PROPOSALS = 4
-"""Induction proposals whose source is the identity seed (the first step's only program)."""
-IDENTITY_HINT = IDENTITY_INDUCTION.message
-GROUPS = {"propose": 2, "induce": 2, "known": 4, "general": 0}
+"""Inputs per induction proposal (half shown to the solver, half hidden)."""
+EXAMPLES_PER_COMBO = 400
+"""Examples drawn per (task type, role); a warm-start step samples from them by GROUPS."""
+GROUPS = {"propose": 1, "induce": 1, "solve": 6}
 """Sequences of each example group in a warm-start batch of 8 (scaled for other sizes; the
-remainder goes to "general"). Proposals matter most for self-play — a valid program must
-survive sampling, and a model this small only reproduces programs it has seen many times — and
-known solves make the Monte-Carlo solves of its own proposals succeed sometimes. The general
-train-half solves get no share at batch 8: self-play only solves programs its proposer wrote,
-and the known solves teach the answer format as well; they stay in the tokenizer corpus."""
+remainder goes to "solve"): deduction/abduction proposals, induction proposals, and solves of
+all three types."""
+_GROUP_OF = {
+    (TaskType.DEDUCTION, Role.PROPOSE): "propose",
+    (TaskType.ABDUCTION, Role.PROPOSE): "propose",
+    (TaskType.INDUCTION, Role.PROPOSE): "induce",
+}
 _EXECUTOR = ExecutorConfig()
 # Proposer prompts read exactly like self-play's with a default executor config (the tiny model
 # is sensitive to any difference): its banned modules and builtins, and its timeout.
 TIMEOUT_S = _EXECUTOR.timeout_s
 COMBOS = [(t, r) for r in (Role.PROPOSE, Role.SOLVE) for t in TaskType]
 
-_THINK = {
+THINK = {
     (TaskType.DEDUCTION, Role.PROPOSE): "I write a short new program and an input for it.",
     (TaskType.ABDUCTION, Role.PROPOSE): "I write a short new program and an input for it.",
     (TaskType.INDUCTION, Role.PROPOSE): "I pick varied inputs and describe the program.",
@@ -75,148 +78,108 @@ class WarmExample:
     role: Role
     prompt: str
     response: str
-    group: str = "general"
+    group: str = "solve"
     """Which :data:`GROUPS` share it is drawn from."""
 
 
-def split_cruxeval(records: list[CruxEvalRow]) -> tuple[list[Triplet], list[Triplet]]:
-    """(train, eval) triplets by CRUXEval's fixed split (`azr.cruxeval.split_rows`).
-
-    Records without an input (zero-argument programs) are left out of both halves.
-    """
-    # Zero-argument programs: AZR asks for >= 1 parameter.
-    train, held_out = split_rows([r for r in records if r.input.strip()])
-    return [r.triplet for r in train], [r.triplet for r in held_out]
+def render(task: TaskType, role: Role, prompt: str, **blocks: object) -> WarmExample:
+    """The example whose response is the well-formed answer with ``blocks``."""
+    response = prompts.format_response(task, role, think=THINK[(task, role)], **blocks)
+    return WarmExample(task, role, prompt, response, _GROUP_OF.get((task, role), "solve"))
 
 
-def _variants(input_text: str, count: int) -> list[str]:
-    """`count` distinct inputs near a trusted CRUXEval input (type-preserving literal edits)."""
-    with AST_LOCK:
-        args = list(ast.literal_eval(f"({input_text},)"))
-    out = [input_text]
-    for shift in range(1, 50):
-        if len(out) >= count:
-            break
-        changed = [_nudge(arg, shift) for arg in args]
-        text = ", ".join(repr(a) for a in changed)
-        if text not in out:
+def _references(rng: random.Random) -> list[Triplet]:
+    """1..K warm-split triplets; half the time the identity seed first (self-play starts from
+    the identity triplet alone and grows its references with its own family-like proposals)."""
+    refs = []
+    for _ in range(rng.randint(1, NUM_REFERENCES)):
+        t = draw_task(rng, "warm")
+        refs.append(Triplet(program=t.program, input=t.inputs[0], output=t.outputs[0]))
+    if rng.random() < 0.5:
+        refs = [IDENTITY_TRIPLET, *refs[:-1]]
+    return refs
+
+
+def _identity_inputs(rng: random.Random, count: int) -> list[str]:
+    """Distinct warm-split one-argument inputs for the identity program (digit lists)."""
+    out: list[str] = []
+    while len(out) < count:
+        text = repr(draw_digits(rng))
+        if split_of(text) == "warm" and text not in out:
             out.append(text)
     return out
 
 
-def _nudge(value: object, shift: int) -> object:
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int | float):
-        return value + shift
-    if isinstance(value, str):
-        return value + "abcdefghij"[shift % 10] if value else "x" * shift
-    if isinstance(value, list):
-        return value[shift % len(value) :] + value[: shift % len(value)] if value else [shift]
-    if isinstance(value, tuple):
-        return tuple(_nudge(list(value), shift))
-    if isinstance(value, dict):
-        return {**value, f"k{shift}": shift}
-    return value
+def proposal_example(task: TaskType, rng: random.Random) -> WarmExample:
+    """A deduction/abduction proposal: references in, a new warm program and input out."""
+    build = (
+        prompts.propose_deduction_prompt
+        if task == TaskType.DEDUCTION
+        else prompts.propose_abduction_prompt
+    )
+    prompt = build(
+        _references(rng),
+        banned_modules=_EXECUTOR.banned_modules,
+        banned_builtins=_EXECUTOR.banned_builtins,
+        timeout_s=TIMEOUT_S,
+    )
+    target = draw_task(rng, "warm")
+    return render(task, Role.PROPOSE, prompt, program=target.program, inputs=[target.inputs[0]])
 
 
-def _hint(triplet: Triplet) -> str:
-    ok_in, args = literal(f"({triplet.input},)")
-    ok_out, output = literal(triplet.output)
-    if not (ok_in and ok_out):  # a few CRUXEval values are calls such as set()
-        return "Compare how the outputs change with the inputs."
-    nargs, kind = len(args), type(output).__name__
-    plural = "s" if nargs != 1 else ""
-    return f"The function takes {nargs} argument{plural} and returns a {kind}."
+def induction_proposal_example(rng: random.Random) -> WarmExample:
+    """An induction proposal: a program in (a warm family's, or the identity seed, the first
+    step's only source), four distinct inputs and the family's hint out."""
+    if rng.random() < 0.25:
+        program, inputs = IDENTITY_PROGRAM, _identity_inputs(rng, INDUCTION_INPUTS)
+        message = IDENTITY_INDUCTION.message
+    else:
+        t = draw_task(rng, "warm", INDUCTION_INPUTS)
+        program, inputs, message = t.program, list(t.inputs), t.family.hint
+    prompt = prompts.propose_induction_prompt(
+        program, n_inputs=INDUCTION_INPUTS, timeout_s=TIMEOUT_S
+    )
+    return render(TaskType.INDUCTION, Role.PROPOSE, prompt, inputs=inputs, message=message)
 
 
-def _identity_inputs(train: list[Triplet], count: int, rng: random.Random) -> list[str]:
-    """Short one-argument literal inputs taken from train triplets (for identity examples)."""
-    single = []
-    for t in train:
-        ok, args = literal(f"({t.input},)")
-        if ok and len(args) == 1 and len(t.input) <= 40:
-            single.append(repr(args[0]))
-    single = sorted(set(single))
-    return rng.sample(single, min(count, len(single)))
+def solve_examples(rng: random.Random) -> list[WarmExample]:
+    """Deduction, abduction and induction solves of one warm-split task each."""
+    t = draw_task(rng, "warm")
+    deduction = render(
+        TaskType.DEDUCTION, Role.SOLVE,
+        prompts.solve_deduction_prompt(t.program, t.inputs[0]), output=t.outputs[0],
+    )  # fmt: skip
+    t = draw_task(rng, "warm")
+    abduction = render(
+        TaskType.ABDUCTION, Role.SOLVE,
+        prompts.solve_abduction_prompt(t.program, t.outputs[0]), inputs=[t.inputs[0]],
+    )  # fmt: skip
+    t = draw_task(rng, "warm", INDUCTION_INPUTS)
+    visible = list(zip(t.inputs, t.outputs, strict=True))[: INDUCTION_INPUTS // 2]
+    induction = render(
+        TaskType.INDUCTION, Role.SOLVE,
+        prompts.solve_induction_prompt(visible, t.family.hint), program=t.program,
+    )  # fmt: skip
+    return [deduction, abduction, induction]
 
 
-def build_examples(train: list[Triplet], *, seed: int) -> list[WarmExample]:
-    """Supervised examples in four groups (see :data:`GROUPS`).
-
-    - propose: every pool program as the target of deduction/abduction proposals;
-    - induce: induction proposals whose source is a pool program or the identity seed;
-    - known: the solves of the pool triplets and induction solves of the identity seed — the
-      programs the proposer writes or is shown — so self-play's Monte-Carlo solves of its own
-      proposals can succeed sometimes (a stand-in for a model that knows some programs);
-    - general: deduction/abduction/induction solves of every train triplet.
-    """
+def build_examples(*, seed: int, per_combo: int = EXAMPLES_PER_COMBO) -> list[WarmExample]:
+    """``per_combo`` examples of each (task type, role), all from the warm split, shuffled."""
     rng = random.Random(seed)
-    banned = _EXECUTOR.banned_modules
-    builtins = _EXECUTOR.banned_builtins
-    literal_inputs = [t for t in train if literal(f"({t.input},)")[0]]
-    pool = sorted(literal_inputs, key=lambda t: (len(t.program), t.program))[:PROPOSAL_POOL]
-    examples = []
-
-    def add(group: str, task: TaskType, role: Role, prompt: str, **blocks: object) -> None:
-        response = prompts.format_response(task, role, think=_THINK[(task, role)], **blocks)
-        examples.append(WarmExample(task, role, prompt, response, group))
-
-    def solves(group: str, t: Triplet, visible: list[tuple[str, str]], hint: str) -> None:
-        add(group, TaskType.DEDUCTION, Role.SOLVE,
-            prompts.solve_deduction_prompt(t.program, t.input), output=t.output)  # fmt: skip
-        add(group, TaskType.ABDUCTION, Role.SOLVE,
-            prompts.solve_abduction_prompt(t.program, t.output), inputs=[t.input])  # fmt: skip
-        add(group, TaskType.INDUCTION, Role.SOLVE,
-            prompts.solve_induction_prompt(visible, hint), program=t.program)  # fmt: skip
-
-    for target in pool:
-        others = [t for t in pool if t is not target]
-        for task in (TaskType.DEDUCTION, TaskType.ABDUCTION):
-            builder = (
-                prompts.propose_deduction_prompt
-                if task == TaskType.DEDUCTION
-                else prompts.propose_abduction_prompt
-            )
-            for _ in range(REFERENCE_DRAWS):
-                # Self-play starts from the identity triplet alone and grows its references
-                # with its own (pool-like) proposals: show 1..K references, often the seed.
-                refs = rng.sample(others, rng.randint(1, NUM_REFERENCES))
-                if rng.random() < 0.5:
-                    refs = [IDENTITY_TRIPLET, *refs[:-1]]
-                prompt = builder(
-                    refs, banned_modules=banned, banned_builtins=builtins, timeout_s=TIMEOUT_S
-                )
-                add("propose", task, Role.PROPOSE, prompt, program=target.program,
-                    inputs=[target.input])  # fmt: skip
-    # Induction proposals: the source program comes from the deduction/abduction buffers, which
-    # start with the identity seed and then fill with pool-like programs.
-    identity_inputs = _identity_inputs(train, IDENTITY_INDUCTION_PROPOSALS * INDUCTION_INPUTS, rng)
-    sources = [(t, _variants(t.input, INDUCTION_INPUTS), _hint(t)) for t in pool]
-    for k in range(IDENTITY_INDUCTION_PROPOSALS):
-        chunk = identity_inputs[k * INDUCTION_INPUTS : (k + 1) * INDUCTION_INPUTS]
-        sources.append((IDENTITY_TRIPLET, chunk, IDENTITY_HINT))
-    for source, inputs, hint in sources:
-        prompt = prompts.propose_induction_prompt(
-            source.program, n_inputs=INDUCTION_INPUTS, timeout_s=TIMEOUT_S
-        )
-        add("induce", TaskType.INDUCTION, Role.PROPOSE, prompt, inputs=inputs, message=hint)
-    # Known programs: the pool triplets (one visible pair: only CRUXEval's is known without
-    # running the program) and the identity seed as an induction solve (output = input).
-    for t in pool:
-        solves("known", t, [(t.input, t.output)], _hint(t))
-    half = INDUCTION_INPUTS // 2
-    for k in range(len(identity_inputs)):
-        visible = [(v, v) for v in (identity_inputs * 2)[k : k + half]]
-        prompt = prompts.solve_induction_prompt(visible, IDENTITY_HINT)
-        add("known", TaskType.INDUCTION, Role.SOLVE, prompt, program=IDENTITY_TRIPLET.program)
-    for t in train:
-        solves("general", t, [(t.input, t.output)], _hint(t))
+    examples: list[WarmExample] = []
+    for _ in range(per_combo):
+        examples.append(proposal_example(TaskType.DEDUCTION, rng))
+        examples.append(proposal_example(TaskType.ABDUCTION, rng))
+        examples.append(induction_proposal_example(rng))
+        examples.extend(solve_examples(rng))
     rng.shuffle(examples)
     return examples
 
 
-def corpus_texts(records: list[CruxEvalRow], *, seed: int) -> list[str]:
-    """Prompt and response texts of the train half, for training the tokenizer."""
-    train, _ = split_cruxeval(records)
-    return [text for ex in build_examples(train, seed=seed) for text in (ex.prompt, ex.response)]
+def corpus_texts(*, seed: int, per_combo: int = EXAMPLES_PER_COMBO // 4) -> list[str]:
+    """Prompt and response texts of warm-start examples, for training the tokenizer."""
+    return [
+        text
+        for ex in build_examples(seed=seed, per_combo=per_combo)
+        for text in (ex.prompt, ex.response)
+    ]

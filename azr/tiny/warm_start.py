@@ -23,9 +23,8 @@ from pathlib import Path
 
 from azr import prompts
 from azr.config import TinyModelConfig
-from azr.cruxeval import load_cruxeval
 from azr.parsing import FormatError, parse_response
-from azr.tasks import Role, TaskType, Triplet
+from azr.tasks import Role, TaskType
 from azr.tiny.build import build_lock, build_tiny_base, code_identity, is_complete, publish
 from azr.tiny.data import (
     AST_LOCK,
@@ -34,7 +33,6 @@ from azr.tiny.data import (
     WarmExample,
     build_examples,
     literal,
-    split_cruxeval,
 )
 
 log = logging.getLogger(__name__)
@@ -71,8 +69,7 @@ def tiny_model(tiny: TinyModelConfig, cache_dir: Path) -> Path:
 
 def ensure_warm_started(base: Path, tiny: TinyModelConfig, cache_dir: Path) -> Path:
     """The warm-started model for `base`, trained once and cached by a hash of its inputs."""
-    train, held_out = split_cruxeval(load_cruxeval(tiny.data_path))
-    examples = build_examples(train, seed=tiny.seed)
+    examples = build_examples(seed=tiny.seed)
     key = warm_start_key(base.name, tiny, examples)
     final = cache_dir / key
     if is_complete(final):
@@ -83,7 +80,7 @@ def ensure_warm_started(base: Path, tiny: TinyModelConfig, cache_dir: Path) -> P
         staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir))
         try:
             report = train_and_save(base, staging, examples, tiny)
-            report["eval"] = evaluate(staging, held_out, seed=tiny.seed)
+            report["eval"] = evaluate(staging, seed=tiny.seed)
             (staging / "warm_start.json").write_text(json.dumps(report, indent=2))
             log.info("warm start: %s", json.dumps(report))
             return publish(staging, final, reusable=not report["capped"])
@@ -141,7 +138,7 @@ def _batch_shares(batch_size: int) -> dict[str, int]:
     total = sum(GROUPS.values())
     shares = {g: batch_size * w // total for g, w in GROUPS.items()}
     shares["propose"] = max(1, shares["propose"])
-    shares["general"] += batch_size - sum(shares.values())
+    shares["solve"] += batch_size - sum(shares.values())
     return {g: max(0, n) for g, n in shares.items()}
 
 
@@ -210,7 +207,7 @@ def train_and_save(
             drawn = {
                 g: rng.sample(by_group[g], min(n, len(by_group[g]))) for g, n in shares.items()
             }
-            chunks = [drawn["propose"], drawn["induce"], drawn["known"] + drawn["general"]]
+            chunks = [drawn["propose"], drawn["induce"], drawn["solve"]]
             chunks = [rows for rows in chunks if rows]
             parts = [_response_loss(model, rows, tokenizer.pad_token_id) for rows in chunks]
             # One token mean over the whole step, not a mean of the chunks' means.
@@ -242,13 +239,11 @@ def train_and_save(
     }
 
 
-def eval_prompts(held_out: list[Triplet], per_combo: int, *, seed: int) -> list[WarmExample]:
-    """`per_combo` prompts per (task, role) from the eval half; responses are the references."""
-    return [
-        ex
-        for combo in COMBOS
-        for ex in _by_combo(build_examples(held_out, seed=seed), combo)[:per_combo]
-    ]
+def eval_prompts(per_combo: int, *, seed: int) -> list[WarmExample]:
+    """`per_combo` fresh warm-split prompts per (task, role) (another seed than training's);
+    responses are the references."""
+    examples = build_examples(seed=seed + 1_000_003, per_combo=per_combo)
+    return [ex for combo in COMBOS for ex in _by_combo(examples, combo)[:per_combo]]
 
 
 def _by_combo(examples: list[WarmExample], combo: tuple[TaskType, Role]) -> list[WarmExample]:
@@ -269,15 +264,15 @@ def program_is_valid_syntax(program: str | None) -> bool:
 
 def evaluate(
     model_dir: Path,
-    held_out: list[Triplet],
     *,
     seed: int,
     per_combo: int | None = None,
     samples: int | None = None,
     max_new_tokens: int | None = None,
 ) -> dict:
-    """Figures on the eval half: greedy format-valid rate per combination, CRUXEval-O accuracy,
-    and the valid-program rate of temperature-1 sampled deduction/abduction proposals."""
+    """Figures on fresh warm-split prompts: greedy format-valid rate per combination, deduction
+    accuracy, and the valid-program rate of temperature-1 sampled deduction/abduction
+    proposals (the probe, `azr eval --benchmarks probe`, is the held-out measure)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -287,7 +282,7 @@ def evaluate(
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    examples = eval_prompts(held_out, per_combo, seed=seed)
+    examples = eval_prompts(per_combo, seed=seed)
 
     def generate(batch: list[WarmExample], *, sample: bool) -> list[str]:
         texts = [prompts.render_chat(tokenizer, ex.prompt) for ex in batch]
@@ -306,7 +301,7 @@ def evaluate(
             )
         return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
-    # Greedy: format-valid rate per combination, and CRUXEval-O accuracy of the deduction solves.
+    # Greedy: format-valid rate per combination, and the accuracy of the deduction solves.
     report: dict[str, object] = {}
     correct_o = total_o = 0
     for task, role in COMBOS:
@@ -322,7 +317,7 @@ def evaluate(
                 want = literal(_block_of(ex.response, task, role))
                 got = literal(p.output)
                 correct_o += int(got[0] and want[0] and got[1] == want[1])
-    report["cruxeval_o_accuracy"] = correct_o / max(1, total_o)
+    report["deduction_accuracy"] = correct_o / max(1, total_o)
     # Sampled at temperature 1, as self-play proposes: how often a proposal is a valid program.
     proposals = [ex for ex in examples if ex.role == Role.PROPOSE and ex.task != TaskType.INDUCTION]
     batch = [proposals[i % len(proposals)] for i in range(samples)]

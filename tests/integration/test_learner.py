@@ -178,6 +178,28 @@ def test_fsdp2_group_learns_on_a_fixed_batch_and_clips(ray_cluster, tiny_model, 
         group.shutdown()
 
 
+@pytest.mark.slow
+def test_frozen_control_computes_every_step_but_changes_no_weight(ray_cluster, tiny_model, tmp_path):
+    """learner.apply_updates=false (the learning benchmark's control arm): losses, gradients
+    and metrics as in training, and the weights stay bit-identical (checksum)."""
+    group = make_group(tiny_model, 2, apply_updates=False)
+    try:
+        batch = fixed_batch()
+        before = group.logprobs(PROBE)
+        group.save_checkpoint(str(tmp_path / "start"))
+        metrics = [group.train_step(batch) for _ in range(2)]
+        group.save_checkpoint(str(tmp_path / "end"))
+        after = group.logprobs(PROBE)
+    finally:
+        group.shutdown()
+    for m in metrics:  # every step computed its loss and gradient
+        assert m["tokens"] == sum(len(s.response_token_ids) for s in batch)
+        assert m["grad_norm"] > 0.1 and m["loss"] != 0
+    assert metrics[1]["loss"] == pytest.approx(metrics[0]["loss"], rel=1e-6)  # same weights
+    assert ckpt.weights_digest(tmp_path / "end") == ckpt.weights_digest(tmp_path / "start")
+    assert after == before
+
+
 @dataclass
 class OneUpdate:
     """One update of ``fixed_batch()`` (no clipping) by a fresh group in one layout."""

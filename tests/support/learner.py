@@ -14,7 +14,9 @@ from azr.config import TinyModelConfig
 from azr.tasks import Role, TaskType, TrainSample
 from azr.tiny.build import init_qwen2
 
-TINY_VOCAB = 512
+TINY_VOCAB = 500
+"""Not a multiple of 64: vLLM pads its vocab-parallel layers to one, so every weight-sync test
+also checks that a reload accepts the padding rows no checkpoint holds."""
 
 
 LEARNER_SHAPE = TinyModelConfig(
