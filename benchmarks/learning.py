@@ -67,7 +67,9 @@ def mean(values: list[float]) -> float:
 def arm_figures(records: list[dict], window: int, tasks: list[str]) -> dict:
     curve = probe_curve(records)
     if not curve or curve[0][0] != 0:
-        raise SystemExit("no step-0 probe evaluation in the metrics: is `probe` in eval_benchmarks?")
+        raise SystemExit(
+            "no step-0 probe evaluation in the metrics: is `probe` in eval_benchmarks?"
+        )
     last = curve[-window:]
     steps = [r for r in records if r["step"] > 0]
     head, tail = steps[:window], steps[-window:]
@@ -115,13 +117,17 @@ def main() -> None:
         run_dir, walls[arm], loads[arm] = run_arm(config, arm)
         run_dirs[arm] = run_dir
         tasks = config.selfplay.task_types
-        figures[arm] = arm_figures(read_metrics(run_dir, config.metrics.log_file), args.window, tasks)
+        figures[arm] = arm_figures(
+            read_metrics(run_dir, config.metrics.log_file), args.window, tasks
+        )
     checkpoints = sorted((run_dirs["frozen"] / "checkpoints").glob("step_*"))
     frozen_digest = weights_digest(checkpoints[-1] / "learner")
 
     print(f"seed {args.seed}; probe accuracy (%) at step 0 and over the evaluations at steps "
           f"{figures['trained']['last_steps']}")  # fmt: skip
-    print(f"{'task type':<10} {'trained 0':>9} {'trained':>8} {'frozen 0':>9} {'frozen':>8} {'gain':>6}")
+    print(
+        f"{'task type':<10} {'trained 0':>9} {'trained':>8} {'frozen 0':>9} {'frozen':>8} {'gain':>6}"
+    )
     for t in tasks:
         tr, fr = figures["trained"], figures["frozen"]
         print(

@@ -32,7 +32,10 @@ def build(out: Path, seed: int, per_type: int) -> Counter[str]:
     drafts = draft_probe(seed, per_type)
     requests = validate_requests(drafts)
     rows = []
-    with SandboxExecutor(ExecutorConfig()) as executor, tqdm(total=len(drafts), desc="probe") as bar:
+    with (
+        SandboxExecutor(ExecutorConfig()) as executor,
+        tqdm(total=len(drafts), desc="probe") as bar,
+    ):
         for start in range(0, len(drafts), CHUNK):
             chunk = slice(start, start + CHUNK)
             for draft, result in zip(

@@ -179,7 +179,9 @@ def test_fsdp2_group_learns_on_a_fixed_batch_and_clips(ray_cluster, tiny_model, 
 
 
 @pytest.mark.slow
-def test_frozen_control_computes_every_step_but_changes_no_weight(ray_cluster, tiny_model, tmp_path):
+def test_frozen_control_computes_every_step_but_changes_no_weight(
+    ray_cluster, tiny_model, tmp_path
+):
     """learner.apply_updates=false (the learning benchmark's control arm): losses, gradients
     and metrics as in training, and the weights stay bit-identical (checksum)."""
     group = make_group(tiny_model, 2, apply_updates=False)

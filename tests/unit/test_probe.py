@@ -15,10 +15,10 @@ from collections import Counter
 import pytest
 
 from azr.config import ExecutorConfig, TinyModelConfig
+from azr.eval.benchmark import Answer
 from azr.eval.probe_bench import PROBE_BENCHMARKS
 from azr.eval.registry import load_benchmarks, metric_key
 from azr.eval.run import judge
-from azr.eval.benchmark import Answer
 from azr.tasks import IDENTITY_PROGRAM, TaskType, ValidateRequest
 from azr.tiny import data
 from azr.tiny.families import FAMILIES, draw_task
@@ -69,7 +69,9 @@ def test_probe_is_disjoint_from_the_warm_start_by_program_key_and_input(probe):
     assert len(warm_programs) >= len(warm_split) - 2 and len(warm_inputs) > 1000
     clashes = [row.id for row in probe if program_fingerprint(row.program) in warm_programs]
     assert clashes == []
-    reused = [row.id for row in probe if any(input_form(i) in warm_inputs for i in probe_inputs(row))]
+    reused = [
+        row.id for row in probe if any(input_form(i) in warm_inputs for i in probe_inputs(row))
+    ]
     assert reused == []
     # The check can fail: a warm-start program shown to it is found.
     some_warm = draw_task(random.Random(0), "warm").program
@@ -105,7 +107,9 @@ def test_family_twins_agree_with_the_sandbox(sandbox):
     computes: the warm start never teaches a wrong answer."""
     rng = random.Random(7)
     tasks = [draw_task(rng, "warm", 2) for _ in range(300)]
-    results = sandbox.validate_many([ValidateRequest(program=t.program, inputs=t.inputs) for t in tasks])
+    results = sandbox.validate_many(
+        [ValidateRequest(program=t.program, inputs=t.inputs) for t in tasks]
+    )
     assert [r.outputs for r in results] == [t.outputs for t in tasks]
 
 
@@ -134,7 +138,9 @@ def test_probe_benchmarks_judge_gold_answers_right_and_wrong_ones_wrong(sandbox)
 def test_probe_file_rows_that_are_bad_are_named(tmp_path):
     good = PROBE_FILE.read_text().splitlines()[0]
     path = tmp_path / "probe.jsonl"
-    path.write_text(good + "\n{not json\n" + '{"id": "x", "task": "induction", "family": "f", "program": "p"}\n')
+    path.write_text(
+        good + "\n{not json\n" + '{"id": "x", "task": "induction", "family": "f", "program": "p"}\n'
+    )
     rows, errors = read_probe(path)
     assert len(rows) == 1
     assert [where for where, _ in errors] == [f"{path}:2", f"{path}:3"]
