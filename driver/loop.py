@@ -211,7 +211,10 @@ def eval_benchmarks(config: AZRConfig) -> list[Benchmark]:
     if not sp.eval_every:
         return []
     return load_benchmarks(
-        sp.eval_benchmarks, size=sp.eval_size, cruxeval_file=sp.eval_data, probe_size=sp.probe_size
+        sp.eval_benchmarks,
+        size=sp.eval_size,
+        cruxeval_file=sp.eval_data,
+        probe_size=sp.eval_size if sp.probe_size is None else sp.probe_size,
     )
 
 

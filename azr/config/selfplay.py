@@ -75,8 +75,9 @@ class SelfPlayConfig(Section):
     """Problems per benchmark in the periodic evaluation: the first ones (CRUXEval's held-out
     half comes first); None = all. The probe's size is `probe_size`."""
     probe_size: int | None = Field(None, ge=1)
-    """Problems per task type of the probe (`eval_benchmarks` entry `probe`) in the periodic
-    evaluation; None = all of them (the probe is fixed: every evaluation asks the same)."""
+    """Problems per task type of the probe (`eval_benchmarks` entry `probe`, 220 per type) in
+    the periodic evaluation, the first ones; None = `eval_size`. Every evaluation asks the same
+    problems (the probe is fixed)."""
     eval_benchmarks: list[str] = Field(default_factory=lambda: ["cruxeval-o", "cruxeval-i"])
     """Benchmarks of the periodic evaluation, named as for `azr eval --benchmarks`:
     cruxeval-o, cruxeval-i, humaneval, probe, code:FILE.jsonl, math:FILE.jsonl."""

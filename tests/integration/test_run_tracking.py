@@ -45,7 +45,9 @@ def test_azr_train_writes_its_report_with_every_figure_and_prints_its_path(sync_
     assert all(f"]({file})" in text for file in ALL_FIGURES)
     assert "Problems reading" not in text and "Not drawn" not in text
     # The step record carries what the figures draw: buffer sizes and planning comments too.
-    for record in all_records(sync_reference.run_dir):
+    baseline, *steps = all_records(sync_reference.run_dir)
+    assert baseline["step"] == 0 and "eval/probe/induction" in baseline  # before any update
+    for record in steps:
         for task in ("deduction", "abduction", "induction"):
             assert record[f"buffer/{task}/size"] >= 0
             assert 0 <= record[f"{task}/propose/comment_before_code"] <= 1
@@ -115,6 +117,9 @@ def test_a_run_killed_between_checkpoints_and_resumed_has_one_record_per_step(
 ):
     chain = finished_chain
     records = all_records(chain.run_dir)
+    # The fresh run's step-0 evaluation (before any update) comes first, once.
+    baseline, records = records[0], records[1:]
+    assert baseline["step"] == 0 and "eval/probe/deduction" in baseline
     assert [r["step"] for r in records] == list(range(1, SYNC_STEPS + 1))
     # The kill fell between two checkpoints: one step past the resumed run's first checkpoint.
     killed_at = chain.killed_at
@@ -140,7 +145,7 @@ def test_wandb_after_the_resume_continues_the_same_run_from_the_checkpoint(finis
     state = json.loads((chain.run_dir / "wandb-run.json").read_text())
     assert stopped.name == killed.name == resumed.name == f"run-{state['id']}.wandb"
     # Ctrl-C closes the attempt's W&B run: its file holds every step it logged.
-    assert sorted(history(stopped)) == list(range(1, chain.stopped_at + 1))
+    assert sorted(history(stopped)) == list(range(0, chain.stopped_at + 1))  # 0: the baseline
     # The crash lost at most the last second of the killed attempt's file, never a checkpointed
     # step.
     logged = sorted(history(killed))
@@ -149,4 +154,5 @@ def test_wandb_after_the_resume_continues_the_same_run_from_the_checkpoint(finis
     assert logged == attempted[: len(logged)]
     (run,) = run_records(resumed)
     assert (run.branch_point.run, run.branch_point.value) == (state["id"], chain.killed_at)
-    _assert_scalars_match(history(resumed), all_records(chain.run_dir)[chain.killed_at :])
+    # all_records()[0] is the step-0 evaluation: step s is at index s
+    _assert_scalars_match(history(resumed), all_records(chain.run_dir)[chain.killed_at + 1 :])

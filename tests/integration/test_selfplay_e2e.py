@@ -55,6 +55,11 @@ def sync_run(tmp_path_factory):
 
 def test_sync_mode_runs_every_phase_for_all_six_groups(sync_run):
     config, summary, records = sync_run
+    # First the untrained policy's evaluation (step 0, before any update), then one per step.
+    baseline, records = records[0], records[1:]
+    assert baseline["step"] == 0
+    assert {"eval/probe/deduction", "eval/probe/induction", "eval/cruxeval_o"} <= set(baseline)
+    assert all(k == "step" or k.startswith(("eval/", "time/eval")) for k in baseline), baseline
     assert [r["step"] for r in records] == [1, 2]
     assert summary["policy_version"] == 2 and summary["steps"] == 2
     batch = config.selfplay.batch_size
@@ -80,7 +85,7 @@ def test_sync_mode_runs_every_phase_for_all_six_groups(sync_run):
         assert record["sync/bytes"] == sum(tensor_bytes(t) for t in weights.values())
     # The warm-started tiny model writes well-formed answers the executor scores.
     assert any(r[f"{t}/solve/format_ok"] > 0 for r in records for t in ("deduction", "abduction"))
-    assert "eval/cruxeval_o" in records[1] and "eval/cruxeval_i" in records[1]
+    assert {"eval/cruxeval_o", "eval/cruxeval_i", "eval/probe/abduction"} <= set(records[1])
     checkpoint = Path(summary["checkpoint"])
     assert (checkpoint / "driver.json").exists() and (checkpoint / "buffer").is_dir()
     assert (checkpoint / "learner").is_dir()

@@ -33,6 +33,7 @@ from azr.tiny.build import (
     IM_START,
     build_tiny_base,
 )
+from azr.tiny.families import FAMILIES
 
 REPO = REPO_ROOT
 SMALL = TinyModelConfig(
@@ -131,22 +132,22 @@ def test_model_path_is_validated(tmp_path: Path, base_dir: Path):
         ensure_model(ModelConfig(path=str(tmp_path)))
 
 
-def test_warm_start_data_split_and_well_formed():
-    records = load_cruxeval(SMALL.data_path)
-    train, held_out = warm_start_data.split_cruxeval(records)
-    assert len(train) + len(held_out) == sum(1 for r in records if r.input.strip())
-    assert not {t.program for t in train} & {t.program for t in held_out}
-    examples = warm_start_data.build_examples(train, seed=0)
+def test_warm_start_data_is_well_formed_and_from_the_warm_split():
+    examples = warm_start_data.build_examples(seed=0)
     combos = {(ex.task, ex.role) for ex in examples}
     assert combos == set(warm_start_data.COMBOS)
     assert {ex.group for ex in examples} == set(warm_start_data.GROUPS)
-    # Programs the model learns to write all come from the train half (or are the AZR seed).
-    known_programs = {normalize_block("python", t.program) for t in train} | {IDENTITY_PROGRAM}
+    # Programs the model learns to write all come from the warm split (or are the AZR seed).
+    warm = {f.program(p) for f in FAMILIES for p in f.split("warm")}
+    known_programs = {normalize_block("python", p) for p in warm} | {IDENTITY_PROGRAM}
+    written = set()
     for ex in examples:
         parsed = parse_response(ex.response, ex.task, ex.role)
         assert not isinstance(parsed, FormatError)
         assert parsed.program is None or parsed.program in known_programs
-    assert warm_start_data.build_examples(train, seed=0) == examples
+        written.add(parsed.program)
+    assert len(written & known_programs) > len(warm) // 2
+    assert warm_start_data.build_examples(seed=0) == examples
 
 
 def test_warm_start_prompts_read_like_self_play_of_the_tiny_config():
@@ -155,9 +156,7 @@ def test_warm_start_prompts_read_like_self_play_of_the_tiny_config():
     first induction prompt (the identity seed's) is a warm-start prompt verbatim."""
     config = load_config(REPO / "configs" / "tiny.yaml")
     ex = config.executor
-    records = load_cruxeval(SMALL.data_path)
-    train, _ = warm_start_data.split_cruxeval(records)
-    examples = warm_start_data.build_examples(train, seed=0)
+    examples = warm_start_data.build_examples(seed=0)
 
     def rules(prompt: str) -> str:
         return prompt[prompt.index("## Rules for the program") :]
@@ -195,22 +194,21 @@ def test_warm_start_trains_caches_and_reports(tmp_path: Path, monkeypatch):
     assert report["loss_last"] < report["loss_first"]
     rates = [f"format_valid/{task}/{role}" for task, role in warm_start_data.COMBOS]
     assert set(report["eval"]) == {
-        *rates, "cruxeval_o_accuracy", "proposal_valid_program_rate", "seconds",
+        *rates, "deduction_accuracy", "proposal_valid_program_rate", "seconds",
     }  # fmt: skip
     # Rates over 2 prompts (EVAL_PER_COMBO) and 2 samples (EVAL_SAMPLES): 0, 1/2 or 1.
     for key in [*rates, "proposal_valid_program_rate"]:
         assert report["eval"][key] in (0.0, 0.5, 1.0), key
     # The figures are the model's: evaluated again they are the same, and the untrained base
     # (which never writes a well-formed response) scores exactly 0 on every one.
-    _, held_out = warm_start_data.split_cruxeval(load_cruxeval(tiny.data_path))
-    again = warm_start.evaluate(path, held_out, seed=tiny.seed)
+    again = warm_start.evaluate(path, seed=tiny.seed)
     assert {k: v for k, v in again.items() if k != "seconds"} == {
         k: v for k, v in report["eval"].items() if k != "seconds"
     }
     base = build_tiny_base(SMALL, tmp_path)
-    untrained = warm_start.evaluate(base, held_out, seed=tiny.seed)
+    untrained = warm_start.evaluate(base, seed=tiny.seed)
     assert {k: v for k, v in untrained.items() if k != "seconds"} == dict.fromkeys(
-        [*rates, "cruxeval_o_accuracy", "proposal_valid_program_rate"], 0.0
+        [*rates, "deduction_accuracy", "proposal_valid_program_rate"], 0.0
     )
     assert digest(path / "model.safetensors") != digest(base / "model.safetensors")
     assert ensure_model(config) == path  # cached by its inputs: no second training run

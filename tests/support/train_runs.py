@@ -111,12 +111,13 @@ def train_to_the_end(run_dir: Path, name: str, ray_tmp: str, *args: str) -> Trai
 
 
 def records(run_dir: Path) -> list[dict]:
-    """The step records of metrics.jsonl (not a last line a kill cut short)."""
+    """The step records of metrics.jsonl, steps 1, 2, ... (not the step-0 evaluation of a fresh
+    run, not a last line a kill cut short)."""
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return []
-    lines = path.read_text().splitlines()
-    return [json.loads(line) for line in lines if line.endswith("}")]
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+    return [record for record in lines if record["step"] > 0]
 
 
 def said(run: Train, text: str) -> bool:
