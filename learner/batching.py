@@ -75,6 +75,17 @@ def sample_length(s: TrainSample) -> int:
     return len(s.prompt_token_ids) + len(s.response_token_ids)
 
 
+def balance_ranks(lengths: list[int], world_size: int) -> list[list[int]]:
+    """Sample indices per rank: longest first, each onto the least-loaded rank (by tokens)."""
+    loads = [0] * world_size
+    per_rank: list[list[int]] = [[] for _ in range(world_size)]
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        rank = min(range(world_size), key=lambda r: (loads[r], r))
+        per_rank[rank].append(i)
+        loads[rank] += lengths[i]
+    return per_rank
+
+
 def plan_micro_batches(
     lengths: list[int], world_size: int, token_budget: int
 ) -> list[list[list[int]]]:
@@ -85,14 +96,8 @@ def plan_micro_batches(
     ``token_budget`` real tokens (a sample longer than the budget travels alone). Every rank
     gets the same number of micro-batches (empty lists pad it).
     """
-    loads = [0] * world_size
-    per_rank: list[list[int]] = [[] for _ in range(world_size)]
-    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
-        rank = min(range(world_size), key=lambda r: (loads[r], r))
-        per_rank[rank].append(i)
-        loads[rank] += lengths[i]
     plan: list[list[list[int]]] = []
-    for indices in per_rank:
+    for indices in balance_ranks(lengths, world_size):
         bins: list[list[int]] = []
         room: list[int] = []
         for i in indices:  # already longest first

@@ -108,7 +108,7 @@ def test_a_new_run_never_reuses_an_earlier_runs_directory(tmp_path):
 
 def test_prompts_fit_a_small_max_model_len_by_construction(tmp_path):
     """max_model_len 1024 with K = 6: proposer prompts with six CRUXEval references run past
-    the 768-token proposer budget (1024 − 256), and the 270-token solver budget (1024 − 754)
+    the 768-token proposer budget (1024 − 256), and the 344-token solver budget (1024 − 680)
     is too small for the longest CRUXEval tasks in the buffers. Three steps run without an
     exception; references are dropped, over-long buffer tasks kept out, and every step says
     how many. (`prompt_too_long` rejections of new proposals: tests/unit/test_selfplay_step.py,
@@ -128,7 +128,7 @@ def test_prompts_fit_a_small_max_model_len_by_construction(tmp_path):
         "learner.num_workers=1",  # prompts are the rollout's business: one learner is enough
         "selfplay.num_references=6",
         "rollout.max_model_len=1024",
-        "rollout.solve.max_tokens=754",
+        "rollout.solve.max_tokens=680",  # the identity induction solve prompt: 334 tokens
         f"buffer.dir={buffer_dir}",
     )
     summary = train(config)

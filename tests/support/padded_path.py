@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from azr.tasks import TrainSample
-from learner.batching import sample_length
+from learner.batching import balance_ranks, sample_length
 from learner.loss import clipped_policy_loss
 
 
@@ -23,14 +23,8 @@ def plan_padded_micro_batches(
 ) -> list[list[list[int]]]:
     """Former plan: longest-first onto the least-loaded rank; on each rank, length-sorted
     samples while ``count × longest ≤ token_budget``; same depth on every rank."""
-    loads = [0] * world_size
-    per_rank: list[list[int]] = [[] for _ in range(world_size)]
-    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
-        rank = min(range(world_size), key=lambda r: (loads[r], r))
-        per_rank[rank].append(i)
-        loads[rank] += lengths[i]
     plan: list[list[list[int]]] = []
-    for indices in per_rank:
+    for indices in balance_ranks(lengths, world_size):
         micro: list[list[int]] = []
         current: list[int] = []
         longest = 0
