@@ -56,10 +56,10 @@ def load_benchmarks(
     probe_size: int | None = None,
 ) -> list[Benchmark]:
     """Each named benchmark (``probe``: its three), cut to its first ``size`` problems (the
-    probe's to ``probe_size``; all when None)."""
+    probe's to ``probe_size`` when given); all when None."""
     out = []
     for name in expand_names(names):
-        limit = probe_size if name in PROBE_BENCHMARKS else size
+        limit = probe_size if name in PROBE_BENCHMARKS and probe_size is not None else size
         out.append(load_benchmark(name, cruxeval_file=cruxeval_file).subset(limit))
     return out
 

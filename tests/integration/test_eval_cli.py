@@ -18,13 +18,16 @@ from azr.config import ModelConfig, TinyModelConfig, load_config
 from azr.cruxeval import load_cruxeval
 from azr.eval.registry import load_benchmarks
 from azr.models import ensure_model
+from azr.tasks import TaskType
 from driver.evaluation import eval_config, periodic_eval
 from driver.runtime import EVALUATION, Runtime
 
 pytestmark = pytest.mark.slow
 
 MODELS = REPO_ROOT / ".scratch" / "models"
-BENCHMARKS = ["cruxeval-o", "cruxeval-i", "humaneval"]
+BENCHMARKS = ["cruxeval-o", "cruxeval-i", "humaneval", "probe"]
+RESULTS = ["cruxeval-o", "cruxeval-i", "humaneval", *(f"probe/{t}" for t in TaskType)]
+"""What BENCHMARKS evaluates: `probe` is the tiny model's probe, one benchmark per task type."""
 LIMIT = 3
 
 
@@ -73,14 +76,14 @@ def test_two_models_side_by_side(base_model: Path, trained_run: Path, tmp_path: 
     expected = []
     for model in (base_model, trained_run):
         expected.append(f"[{model}]")
-        expected += [rf"{b} pass@1 \d+\.\d \({LIMIT} problems\)" for b in BENCHMARKS]
+        expected += [rf"{b} pass@1 \d+\.\d \({LIMIT} problems\)" for b in RESULTS]
     assert len(lines) >= len(expected)
     for line, pattern in zip(lines[-len(expected) :], expected, strict=True):
         assert re.fullmatch(pattern if "pass@" in pattern else re.escape(pattern), line), line
     table = (out / "results.md").read_text().splitlines()
     assert table[2] == f"| benchmark | metric | {base_model} | {trained_run} |"
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 2 * len(BENCHMARKS) * LIMIT
+    assert len(samples) == 2 * len(RESULTS) * LIMIT
     assert {s["model"] for s in samples} == {str(base_model), str(trained_run)}
     for s in samples:
         assert s["prompt"] and s["completion"] is not None and isinstance(s["passed"], bool)
@@ -89,7 +92,7 @@ def test_two_models_side_by_side(base_model: Path, trained_run: Path, tmp_path: 
     [trained] = [m for m in results["models"] if m["label"] == str(trained_run)]
     assert trained["checkpoint"] == str(trained_run / "checkpoints" / "step_000002")
     for label, benchmarks in results["results"].items():
-        assert [b["benchmark"] for b in benchmarks] == BENCHMARKS
+        assert [b["benchmark"] for b in benchmarks] == RESULTS
         for b in benchmarks:
             mine = [s for s in samples if s["model"] == label and s["benchmark"] == b["benchmark"]]
             assert b["pass_at"]["pass@1"] == sum(s["passed"] for s in mine) / LIMIT
