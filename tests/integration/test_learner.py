@@ -204,7 +204,8 @@ def test_frozen_control_computes_every_step_but_changes_no_weight(
 
 @dataclass
 class OneUpdate:
-    """One update of ``fixed_batch()`` (no clipping) by a fresh group in one layout."""
+    """One update of ``fixed_batch(LAYOUT_SAMPLES)`` (no clipping) by a fresh group in one
+    layout."""
 
     metrics: dict[str, float]
     probe_logprobs: list[list[float]]
@@ -216,6 +217,9 @@ class OneUpdate:
     """Each response's token logprobs under the learner, before and after the update."""
 
 
+LAYOUT_SAMPLES = 16
+"""Samples of the layouts' batch: 253 tokens, so a 64-token budget (the least the config
+allows) makes several micro-batches on every rank (4 at W=1, 3 per rank at W=2)."""
 LAYOUTS = {
     # name: (workers, micro-batch token budget (None: the whole batch in one), checkpointing)
     "w1": (1, None, False),
@@ -229,7 +233,7 @@ LAYOUTS = {
 def one_update_per_layout(ray_cluster, tiny_model, tmp_path_factory) -> dict[str, OneUpdate]:
     """W=1 one micro-batch, W=1 many, W=2 many, W=2 many with activation checkpointing (FSDP2
     over gloo): each group's first update of the same batch, made once for the tests below."""
-    batch = fixed_batch()
+    batch = fixed_batch(LAYOUT_SAMPLES)
     directory = tmp_path_factory.mktemp("one_update")
     updates = {}
     for name, (workers, budget, ac) in LAYOUTS.items():
@@ -260,7 +264,7 @@ def test_one_update_raises_positive_and_lowers_negative_advantage_responses(
 ):
     """The direction of the update: after one step, every response with a positive advantage
     is more likely under the learner and every one with a negative advantage less likely."""
-    batch = fixed_batch()
+    batch = fixed_batch(LAYOUT_SAMPLES)
     assert {s.advantage > 0 for s in batch} == {True, False}
     for name, update in one_update_per_layout.items():
         moved = [sum(a) - sum(b) for a, b in zip(update.after, update.before, strict=True)]
